@@ -1,0 +1,43 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv system-packages test test-fast lint demo bench clean
+
+help:
+	@echo "make demo   - throwaway Redis + demo worker + traffic + exporter, prints the URL"
+	@echo "make test   - install what is missing, then lint and the full test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - ingestion benchmark (bench/RESULTS.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-packages:
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server
+
+lint: venv
+	$(BIN)/ruff check exporter tests bench deploy/demo
+	$(BIN)/ruff format --check exporter
+	$(BIN)/mypy
+
+test: venv system-packages lint
+	$(BIN)/pytest -q
+
+demo: venv
+	bash tests/setup/system-packages.sh redis-server
+	bash deploy/demo/run.sh
+
+bench: venv
+	bash tests/setup/system-packages.sh redis-server
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

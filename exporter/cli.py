@@ -1,0 +1,264 @@
+"""Command line: every option also reads ``CELERY_EXPORTER_<OPTION>`` from the environment.
+
+A bad value ends with one line naming the flag, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from exporter import __version__
+from exporter.redact import redact_text
+from exporter.settings import (
+    DEFAULT_QUEUE_WAIT_BUCKETS,
+    DEFAULT_RUNTIME_BUCKETS,
+    Settings,
+    parse_broker_url,
+    parse_buckets,
+    parse_key_values,
+    parse_listen_address,
+)
+
+ENV_PREFIX = "CELERY_EXPORTER"
+
+
+class _Parsed(click.ParamType):  # type: ignore[type-arg]
+    """A click type backed by one of the settings parsers."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except ValueError as exc:
+            self.fail(redact_text(str(exc)), param, ctx)
+
+
+class _KeyValue(click.ParamType):  # type: ignore[type-arg]
+    """KEY=VALUE, repeatable; from the environment, pairs are separated by newlines or ';'."""
+
+    name = "KEY=VALUE"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        separator = "\n" if "\n" in rv else ";"
+        return [part.strip() for part in rv.split(separator) if part.strip()]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            parse_key_values([value])
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+def _format_buckets(buckets: tuple[float, ...]) -> str:
+    return ",".join(f"{b:g}" for b in buckets)
+
+
+def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, Any, Any], Any]:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return value
+        if value < 0 or (value == 0 and not allow_zero):
+            raise click.BadParameter(
+                f"must be {'zero or more' if allow_zero else 'more than zero'}, got {value}"
+            )
+        return value
+
+    return check
+
+
+@click.command(
+    context_settings={"auto_envvar_prefix": ENV_PREFIX, "max_content_width": 100},
+    help="Export Celery task, worker and broker metrics to Prometheus.\n\n"
+    "Every option can also be set with the environment variable CELERY_EXPORTER_<OPTION> "
+    "(for example CELERY_EXPORTER_BROKER_URL).",
+)
+@click.version_option(__version__, "--version", prog_name="celery-metrics-exporter")
+@click.option(
+    "--broker-url",
+    type=_Parsed("URL", parse_broker_url),
+    default="redis://localhost:6379/0",
+    show_default=True,
+    help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
+    "amqp:// or amqps://.",
+)
+@click.option(
+    "--listen-address",
+    type=_Parsed("HOST:PORT", parse_listen_address),
+    default="0.0.0.0:9808",
+    show_default=True,
+    help="Where to serve /metrics, /healthz, /readyz and the landing page.",
+)
+@click.option(
+    "--broker-transport-option",
+    "transport_options",
+    envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
+    type=_KeyValue(),
+    multiple=True,
+    help="A kombu transport option, as the workers use it (repeatable): e.g. "
+    "global_keyprefix=prod: or priority_steps=[0,3,6,9]. Values are JSON when they parse.",
+)
+@click.option(
+    "--broker-ssl-option",
+    "ssl_options",
+    envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
+    type=_KeyValue(),
+    multiple=True,
+    help="A TLS option for rediss:// or amqps:// (repeatable): e.g. ssl_cert_reqs=required, "
+    "ca_certs=/etc/ssl/ca.pem (Redis) or cert_reqs=2 (AMQP).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log verbosity.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as JSON objects.",
+)
+@click.option(
+    "--runtime-buckets",
+    type=_Parsed("BOUNDS", parse_buckets),
+    default=_format_buckets(DEFAULT_RUNTIME_BUCKETS),
+    show_default=True,
+    help="Bucket bounds in seconds for celery_task_runtime_seconds (comma-separated).",
+)
+@click.option(
+    "--queue-wait-buckets",
+    type=_Parsed("BOUNDS", parse_buckets),
+    default=_format_buckets(DEFAULT_QUEUE_WAIT_BUCKETS),
+    show_default=True,
+    help="Bucket bounds in seconds for celery_task_queue_wait_seconds (comma-separated).",
+)
+@click.option(
+    "--worker-timeout-heartbeats",
+    type=float,
+    default=5.0,
+    show_default=True,
+    callback=_positive("worker-timeout-heartbeats"),
+    help="A worker is down after this many of its own heartbeat intervals pass without a "
+    "heartbeat (Celery's default interval is 2 s, so 10 s).",
+)
+@click.option(
+    "--worker-purge-after",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    callback=_positive("worker-purge-after", allow_zero=True),
+    help="Seconds a down worker's series stay (at 0) before they are removed; keep it "
+    "longer than your alerts' `for:`.",
+)
+@click.option(
+    "--max-tracked-tasks",
+    type=int,
+    default=200_000,
+    show_default=True,
+    callback=_positive("max-tracked-tasks"),
+    help="Tasks in flight to remember (name, queue, timestamps); beyond it the oldest are "
+    "forgotten and counted in celery_exporter_tracked_task_evictions_total.",
+)
+@click.option(
+    "--tracked-task-max-age",
+    type=float,
+    default=21600.0,
+    show_default=True,
+    callback=_positive("tracked-task-max-age"),
+    help="Seconds after which a task with no new event is forgotten.",
+)
+@click.option(
+    "--event-watchdog",
+    type=float,
+    default=30.0,
+    show_default=True,
+    callback=_positive("event-watchdog", allow_zero=True),
+    help="Reconnect when a connection that carried events is silent this many seconds "
+    "(catches half-open connections); 0 disables.",
+)
+@click.option(
+    "--reconnect-max-backoff",
+    type=float,
+    default=10.0,
+    show_default=True,
+    callback=_positive("reconnect-max-backoff"),
+    help="Upper bound in seconds of the exponential backoff between reconnect attempts.",
+)
+@click.option(
+    "--enable-events-interval",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=_positive("enable-events-interval", allow_zero=True),
+    help="Broadcast Celery's enable_events control command this often (seconds), so "
+    "workers started without -E (or restarted) send task events; 0 disables.",
+)
+@click.option(
+    "--inspect-timeout",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=_positive("inspect-timeout"),
+    help="Seconds to wait for a worker's reply to an inspect request (at least 1).",
+)
+def command(**options: Any) -> None:
+    from exporter.daemon import run
+    from exporter.logs import configure_logging
+
+    settings = build_settings(options)
+    configure_logging(settings.log_level, settings.log_format)
+    run(settings)
+
+
+def build_settings(options: dict[str, Any]) -> Settings:
+    host, port = options["listen_address"]
+    try:
+        transport_options = parse_key_values(options["transport_options"])
+    except ValueError as exc:  # already validated per item by click
+        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
+    return Settings(
+        broker_url=options["broker_url"],
+        listen_host=host,
+        listen_port=port,
+        transport_options=transport_options,
+        ssl_options=parse_key_values(options["ssl_options"]),
+        log_level=options["log_level"].upper(),
+        log_format=options["log_format"],
+        runtime_buckets=options["runtime_buckets"],
+        queue_wait_buckets=options["queue_wait_buckets"],
+        worker_timeout_heartbeats=options["worker_timeout_heartbeats"],
+        worker_purge_seconds=options["worker_purge_after"],
+        task_tracker_max_tasks=options["max_tracked_tasks"],
+        task_tracker_max_age_seconds=options["tracked_task_max_age"],
+        event_watchdog_seconds=options["event_watchdog"],
+        reconnect_max_backoff_seconds=options["reconnect_max_backoff"],
+        enable_events_interval_seconds=options["enable_events_interval"],
+        inspect_timeout_seconds=options["inspect_timeout"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = command.main(args=argv, prog_name="celery-metrics-exporter", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line that names the flag (click's default is a multi-line usage block).
+        click.echo(f"celery-metrics-exporter: error: {redact_text(exc.format_message())}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"celery-metrics-exporter: error: {redact_text(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,2 @@
+"""The event stream: consume (consumer), decode (decode), route (dispatch), apply (tasks,
+workers)."""

@@ -1,0 +1,156 @@
+"""Consume the broker's event stream, forever, through any outage.
+
+``celery.events.EventReceiver`` never reconnects, rewrites timestamps by timezone offsets
+and decodes through kombu's generic path; this consumer owns the connection instead:
+
+- connect, bind a private queue to the event exchange, drain with a short timeout so that
+  stop requests and the watchdog are checked at least twice a second;
+- on any error: mark the broker down, count it, back off exponentially (capped), retry;
+- watchdog: kombu does not notice a half-open pub/sub connection. When a connection that
+  carried events falls silent for ``event_watchdog_seconds`` (workers heartbeat every 2 s),
+  reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from celery import Celery
+from celery.events.event import get_exchange
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from exporter.metrics.health import ExporterHealth
+from exporter.redact import redact_text, redact_url
+from exporter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_SECONDS = 0.5
+DRAIN_TIMEOUT_SECONDS = 0.5
+
+
+class WatchdogExpired(Exception):
+    pass
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        app: Celery,
+        settings: Settings,
+        on_message: Callable[[bytes | str, str | None], None],
+        health: ExporterHealth,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.on_message = on_message
+        self.health = health
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.consuming = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_message_at = 0.0
+        self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="event-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        backoff = INITIAL_BACKOFF_SECONDS
+        outage_logged = False
+        while not self.stopping.is_set():
+            reason = "error"
+            try:
+                with self.app.connection_for_read() as conn:
+                    self._consume(conn)
+            except WatchdogExpired:
+                reason = "watchdog"
+                log.warning(
+                    "no events for %.0f s on a connection that carried events; reconnecting",
+                    self.settings.event_watchdog_seconds,
+                )
+            except Exception as exc:
+                was_consuming = self.consuming.is_set()
+                if was_consuming:
+                    log.error("lost the broker connection: %s", _describe(exc))
+                elif not outage_logged:
+                    log.error("cannot reach the broker: %s (retrying)", _describe(exc))
+                    outage_logged = True
+                if not was_consuming:
+                    self.health.connect_failures.inc(())
+            was_consuming = self.consuming.is_set()
+            self.consuming.clear()
+            self.health.set_broker_up(False, self.clock())
+            if self.stopping.is_set():
+                break
+            if was_consuming:
+                self.health.reconnects.inc((reason,))
+                backoff = INITIAL_BACKOFF_SECONDS
+                outage_logged = False
+            self.stopping.wait(backoff)
+            backoff = min(backoff * 2, self.settings.reconnect_max_backoff_seconds)
+
+    # -- one connection --------------------------------------------------------------
+
+    def _queue(self, conn: Connection) -> Queue:
+        exchange = get_exchange(conn, name=self.settings.event_exchange)
+        # Exclusive and auto-deleted: gone with our connection. No message TTL (Celery's
+        # default 5 s TTL silently drops events whenever the consumer lags).
+        return Queue(
+            self._queue_name,
+            exchange=exchange,
+            routing_key="#",
+            durable=False,
+            auto_delete=True,
+            exclusive=True,
+        )
+
+    def _consume(self, conn: Connection) -> None:
+        conn.ensure_connection(max_retries=1)
+        channel = conn.channel()
+        consumer = Consumer(
+            channel, queues=[self._queue(conn)], no_ack=True, on_message=self._handle
+        )
+        with consumer:
+            self._last_message_at = 0.0
+            watchdog = self.settings.event_watchdog_seconds
+            while not self.stopping.is_set():
+                try:
+                    conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    pass
+                if not self.consuming.is_set():
+                    self.consuming.set()
+                    self.health.set_broker_up(True, self.clock())
+                    log.info("consuming events from %s", redact_url(self.settings.broker_url))
+                if (
+                    watchdog > 0
+                    and self._last_message_at
+                    and self.clock() - self._last_message_at > watchdog
+                ):
+                    raise WatchdogExpired()
+
+    def _handle(self, message: Message) -> None:
+        self._last_message_at = self.clock()
+        self.on_message(message.body, message.content_type)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return redact_text(f"{type(exc).__name__}: {text}")

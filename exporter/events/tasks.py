@@ -1,0 +1,191 @@
+"""Where task events become task metrics.
+
+``task-sent``/``task-received`` carry the name (and ``task-sent`` the queue); later events
+carry only the uuid, so the tracker supplies what they lack. When nothing is known the
+label says ``(unknown)``, never a plausible wrong value such as ``celery``.
+
+Durations use the senders' raw epoch timestamps: the worker's own ``runtime`` for
+successes, and started-to-failed (both on the worker's clock) for failures. Queue wait
+spans two clocks (producer and worker) and is clamped at zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from exporter.labels import UNKNOWN, label_value
+from exporter.metrics.tasks import TaskMetrics
+from exporter.state.task_tracker import TaskTracker, TrackedTask
+
+Event = dict[str, Any]
+
+_EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
+
+
+class BadEvent(Exception):
+    """An event whose fields cannot be used; ``reason`` is a bounded label value."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def event_uuid(event: Event) -> str:
+    uuid = event.get("uuid")
+    if not isinstance(uuid, str) or not uuid or len(uuid) > 256:
+        raise BadEvent("bad_uuid", f"{event.get('type')} event without a usable uuid")
+    return uuid
+
+
+def event_time(event: Event, now: float) -> float:
+    ts = event.get("timestamp")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts:
+        return float(ts)
+    return now
+
+
+def parse_eta(value: object) -> float | None:
+    """Celery sends ETA/countdown as ISO 8601; naive values are taken as UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def exception_class(value: object) -> str:
+    """``ValueError('boom')`` -> ``ValueError``; Celery sends the exception's repr."""
+    if isinstance(value, str):
+        match = _EXCEPTION_CLASS.match(value)
+        if match:
+            return match.group(0)
+    return UNKNOWN
+
+
+class TaskEventHandler:
+    def __init__(
+        self,
+        metrics: TaskMetrics,
+        tracker: TaskTracker,
+        queue_of_worker: Callable[[str], str | None],
+    ) -> None:
+        self.metrics = metrics
+        self.tracker = tracker
+        # The worker's only queue, when inspection showed it consumes exactly one.
+        self.queue_of_worker = queue_of_worker
+
+    def handlers(self) -> dict[str, Callable[[Event, float], str | None]]:
+        """Event type -> handler; each returns the worker hostname it concerns (if any)."""
+        return {
+            "task-sent": self.on_sent,
+            "task-received": self.on_received,
+            "task-started": self.on_started,
+            "task-succeeded": self.on_succeeded,
+            "task-failed": self.on_failed,
+            "task-retried": self.on_retried,
+            "task-rejected": self.on_rejected,
+            "task-revoked": self.on_revoked,
+        }
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _labels(self, task: TrackedTask | None, hostname: str) -> tuple[str, str, str]:
+        if task is None:
+            return UNKNOWN, hostname, self.queue_of_worker(hostname) or UNKNOWN
+        queue = task.queue or self.queue_of_worker(hostname) or UNKNOWN
+        return task.name or UNKNOWN, hostname, queue
+
+    @staticmethod
+    def _hostname(event: Event) -> str:
+        return label_value(event.get("hostname"))
+
+    # -- handlers --------------------------------------------------------------------
+
+    def on_sent(self, event: Event, now: float) -> None:
+        task = self.tracker.touch(event_uuid(event), now)
+        task.name = label_value(event.get("name"))
+        task.queue = label_value(event.get("queue"))
+        task.sent_at = event_time(event, now)
+        task.due_at = parse_eta(event.get("eta"))
+        # A retry is sent again with the same uuid: its previous start is history.
+        task.started_at = None
+        self.metrics.sent.inc((task.name, task.queue))
+
+    def on_received(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        task = self.tracker.touch(event_uuid(event), now)
+        name = event.get("name")
+        if name is not None or task.name is None:
+            task.name = label_value(name)
+        task.received_at = event_time(event, now)
+        eta = parse_eta(event.get("eta"))
+        if eta is not None:
+            task.due_at = eta
+        task.started_at = None
+        self.metrics.received.inc(self._labels(task, hostname))
+        return hostname
+
+    def on_started(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        task = self.tracker.touch(event_uuid(event), now)
+        started_at = event_time(event, now)
+        task.started_at = started_at
+        labels = self._labels(task, hostname)
+        self.metrics.started.inc(labels)
+        became_ready = task.sent_at if task.sent_at is not None else task.received_at
+        if became_ready is not None:
+            if task.due_at is not None and task.due_at > became_ready:
+                became_ready = task.due_at
+            self.metrics.queue_wait.observe(
+                (labels[0], labels[2]), max(0.0, started_at - became_ready)
+            )
+        return hostname
+
+    def on_succeeded(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        task = self.tracker.pop(event_uuid(event))
+        labels = self._labels(task, hostname)
+        self.metrics.succeeded.inc(labels)
+        runtime = event.get("runtime")
+        if isinstance(runtime, (int, float)) and not isinstance(runtime, bool) and runtime >= 0:
+            self.metrics.runtime.observe((labels[0], labels[2], "succeeded"), float(runtime))
+        return hostname
+
+    def on_failed(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        task = self.tracker.pop(event_uuid(event))
+        labels = self._labels(task, hostname)
+        self.metrics.failed.inc((*labels, exception_class(event.get("exception"))))
+        if task is not None and task.started_at is not None:
+            runtime = max(0.0, event_time(event, now) - task.started_at)
+            self.metrics.runtime.observe((labels[0], labels[2], "failed"), runtime)
+        return hostname
+
+    def on_retried(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        # Not terminal: the retry is sent and received again under the same uuid (and its
+        # task-sent often arrives before this event).
+        task = self.tracker.get(event_uuid(event), now)
+        self.metrics.retried.inc(self._labels(task, hostname))
+        return hostname
+
+    def on_rejected(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        uuid = event_uuid(event)
+        requeued = event.get("requeue") is True
+        task = self.tracker.get(uuid, now) if requeued else self.tracker.pop(uuid)
+        self.metrics.rejected.inc(self._labels(task, hostname))
+        return hostname
+
+    def on_revoked(self, event: Event, now: float) -> str:
+        hostname = self._hostname(event)
+        task = self.tracker.pop(event_uuid(event))
+        self.metrics.revoked.inc(self._labels(task, hostname))
+        return hostname

@@ -1,0 +1,71 @@
+"""Where worker events (online, heartbeat, offline) update the worker registry.
+
+Heartbeat fields are read with defaults: a heartbeat triggered by the ``heartbeat``
+control command carries ``freq`` but no ``active``/``processed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from exporter.labels import label_value
+from exporter.state.worker_registry import WorkerRegistry
+
+Event = dict[str, Any]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
+
+
+def _count(value: object) -> int | None:
+    number = _number(value)
+    return None if number is None or number < 0 else int(number)
+
+
+class WorkerEventHandler:
+    def __init__(
+        self, registry: WorkerRegistry, on_new_worker: Callable[[str], None] | None = None
+    ) -> None:
+        self.registry = registry
+        # Called (on the event thread) the first time a worker is seen or comes online,
+        # e.g. to ask it which queues it consumes.
+        self.on_new_worker = on_new_worker
+        self._known: set[str] = set()
+
+    def handlers(self) -> dict[str, Callable[[Event, float], str | None]]:
+        return {
+            "worker-online": self.on_online,
+            "worker-heartbeat": self.on_heartbeat,
+            "worker-offline": self.on_offline,
+        }
+
+    def _seen(self, hostname: str, announce: bool) -> None:
+        if (announce or hostname not in self._known) and self.on_new_worker is not None:
+            self.on_new_worker(hostname)
+        self._known.add(hostname)
+
+    def on_online(self, event: Event, now: float) -> None:
+        hostname = label_value(event.get("hostname"))
+        self.registry.online(hostname, now, _number(event.get("freq")))
+        self._seen(hostname, announce=True)
+
+    def on_heartbeat(self, event: Event, now: float) -> None:
+        hostname = label_value(event.get("hostname"))
+        self.registry.heartbeat(
+            hostname,
+            now,
+            interval=_number(event.get("freq")),
+            active=_count(event.get("active")),
+            processed=_count(event.get("processed")),
+        )
+        self._seen(hostname, announce=False)
+
+    def on_offline(self, event: Event, now: float) -> None:
+        self.registry.offline(label_value(event.get("hostname")), now)
+
+    def forget(self, hostname: str) -> None:
+        self._known.discard(hostname)

@@ -1,0 +1,1 @@
+"""Metric families rendered from the exporter's state at scrape time."""

@@ -1,0 +1,114 @@
+"""The exporter's own health: broker connection, event intake, tracker bounds, build."""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections.abc import Iterator
+
+import celery
+import kombu
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+
+from exporter import __version__
+from exporter.metrics.counting import LabelledCounter
+
+
+class ExporterHealth:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.broker_up = False
+        self.connected_since: float | None = None
+        self.last_event_at: float | None = None
+        self.event_lag: float | None = None
+        self.tracked_tasks = 0
+        self.started_at = time.time()
+        self.reconnects = LabelledCounter(
+            "celery_exporter_broker_reconnects_total",
+            "Times the event connection was lost or abandoned and opened again, by reason.",
+            ("reason",),
+        )
+        self.connect_failures = LabelledCounter(
+            "celery_exporter_broker_connect_failures_total",
+            "Failed attempts to connect to the broker.",
+            (),
+        )
+        self.events = LabelledCounter(
+            "celery_exporter_events_total",
+            "Celery events received, by event type (batched events counted one by one).",
+            ("type",),
+        )
+        self.skipped = LabelledCounter(
+            "celery_exporter_events_skipped_total",
+            "Messages or events skipped as unusable, by reason (malformed, unknown type...).",
+            ("reason",),
+        )
+        self.evictions = LabelledCounter(
+            "celery_exporter_tracked_task_evictions_total",
+            "Tasks forgotten before their final event, by reason (size or age bound); "
+            "their later events are counted with name (unknown).",
+            ("reason",),
+        )
+        self.enable_events_sent = LabelledCounter(
+            "celery_exporter_enable_events_broadcasts_total",
+            "enable_events control commands broadcast to the workers.",
+            (),
+        )
+        # Unlabelled counters exist (at 0) from the start, so rate() works from the start.
+        self.connect_failures.inc((), 0.0)
+        self.enable_events_sent.inc((), 0.0)
+
+    def set_broker_up(self, up: bool, now: float) -> None:
+        with self._lock:
+            if up and not self.broker_up:
+                self.connected_since = now
+            self.broker_up = up
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "celery_exporter_broker_up",
+            "1 while the exporter is connected to the broker and consuming events, else 0.",
+        )
+        up.add_metric([], 1.0 if self.broker_up else 0.0)
+        yield up
+        last = GaugeMetricFamily(
+            "celery_exporter_last_event_timestamp_seconds",
+            "When the exporter last received an event (its own clock); 0 before the first.",
+        )
+        last.add_metric([], self.last_event_at or 0.0)
+        yield last
+        if self.event_lag is not None:
+            lag = GaugeMetricFamily(
+                "celery_exporter_event_lag_seconds",
+                "Receive time minus the sender's timestamp, for the latest event. Includes "
+                "worker-side batching and clock skew between hosts.",
+            )
+            lag.add_metric([], self.event_lag)
+            yield lag
+        tracked = GaugeMetricFamily(
+            "celery_exporter_tracked_tasks",
+            "Tasks in flight the exporter remembers (name, queue, timestamps).",
+        )
+        tracked.add_metric([], float(self.tracked_tasks))
+        yield tracked
+        for counter in (
+            self.reconnects,
+            self.connect_failures,
+            self.events,
+            self.skipped,
+            self.evictions,
+            self.enable_events_sent,
+        ):
+            yield counter.family()
+        info = InfoMetricFamily("celery_exporter_build", "Exporter and library versions.")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "celery_version": celery.__version__,
+                "kombu_version": kombu.__version__,
+                "python_version": platform.python_version(),
+            },
+        )
+        yield info

@@ -1,0 +1,89 @@
+"""Task metrics: one counter per task event type, runtime and queue-wait histograms.
+
+Label sets:
+- ``celery_task_sent_total``: name, queue_name. Producers send ``task-sent`` as
+  ``gen<pid>@host``, one name per process; a hostname label there would grow without bound.
+- worker-side counters: name, hostname (the worker's node name), queue_name.
+- ``celery_task_failed_total`` adds ``exception`` (the exception class name).
+- histograms: name, queue_name (no hostname: buckets x workers would explode the series).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import Metric
+
+from exporter.metrics.counting import LabelledCounter, LabelledHistogram
+
+WORKER_LABELS = ("name", "hostname", "queue_name")
+
+
+class TaskMetrics:
+    def __init__(
+        self, runtime_buckets: Sequence[float], queue_wait_buckets: Sequence[float]
+    ) -> None:
+        self.sent = LabelledCounter(
+            "celery_task_sent_total",
+            "Tasks published by producers (task-sent events; needs task_send_sent_event).",
+            ("name", "queue_name"),
+        )
+        self.received = LabelledCounter(
+            "celery_task_received_total",
+            "Task deliveries received by workers (task-received); a retry is received again.",
+            WORKER_LABELS,
+        )
+        self.started = LabelledCounter(
+            "celery_task_started_total", "Tasks started by workers (task-started).", WORKER_LABELS
+        )
+        self.succeeded = LabelledCounter(
+            "celery_task_succeeded_total",
+            "Tasks that succeeded (task-succeeded).",
+            WORKER_LABELS,
+        )
+        self.failed = LabelledCounter(
+            "celery_task_failed_total",
+            "Tasks that failed (task-failed), by exception class.",
+            (*WORKER_LABELS, "exception"),
+        )
+        self.retried = LabelledCounter(
+            "celery_task_retried_total", "Task retries (task-retried).", WORKER_LABELS
+        )
+        self.rejected = LabelledCounter(
+            "celery_task_rejected_total",
+            "Tasks rejected by workers (task-rejected).",
+            WORKER_LABELS,
+        )
+        self.revoked = LabelledCounter(
+            "celery_task_revoked_total", "Tasks revoked (task-revoked).", WORKER_LABELS
+        )
+        self.runtime = LabelledHistogram(
+            "celery_task_runtime_seconds",
+            "Task execution time: the worker's runtime for succeeded tasks, "
+            "started-to-failed for failed tasks.",
+            ("name", "queue_name", "state"),
+            runtime_buckets,
+        )
+        self.queue_wait = LabelledHistogram(
+            "celery_task_queue_wait_seconds",
+            "Time from when a task became due (sent, or its ETA/countdown) to when it started. "
+            "Without task-sent events, measured from when the worker received it.",
+            ("name", "queue_name"),
+            queue_wait_buckets,
+        )
+        self.all: tuple[LabelledCounter | LabelledHistogram, ...] = (
+            self.sent,
+            self.received,
+            self.started,
+            self.succeeded,
+            self.failed,
+            self.retried,
+            self.rejected,
+            self.revoked,
+            self.runtime,
+            self.queue_wait,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.all:
+            yield metric.family()

@@ -1,0 +1,137 @@
+"""The daemon's configuration, and the parsers that turn flag values into it.
+
+Parsers raise ``ValueError`` with a message fit for the user; the CLI turns that into a
+one-line error naming the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+
+# From a 5 ms cache hit to an hour-long report job.
+DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+)
+DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = "redis://localhost:6379/0"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9808
+    transport_options: dict[str, Any] = field(default_factory=dict)
+    ssl_options: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "INFO"
+    log_format: str = "text"
+    runtime_buckets: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+    queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
+    # A worker is down after this many of its advertised heartbeat intervals pass in silence.
+    worker_timeout_heartbeats: float = 5.0
+    # A down worker's series stay (at 0) this long, so alerts with `for:` can fire.
+    worker_purge_seconds: float = 3600.0
+    task_tracker_max_tasks: int = 200_000
+    task_tracker_max_age_seconds: float = 6 * 3600.0
+    # Reconnect when a connection that carried events goes silent this long.
+    event_watchdog_seconds: float = 30.0
+    reconnect_max_backoff_seconds: float = 10.0
+    enable_events_interval_seconds: float = 0.0
+    inspect_timeout_seconds: float = 1.0
+    event_exchange: str = "celeryev"
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.broker_url.split(";", 1)[0]).scheme.lower()
+
+    @property
+    def is_redis(self) -> bool:
+        return self.scheme in ("redis", "rediss", "sentinel")
+
+
+def parse_broker_url(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("broker URL is empty")
+    for part in value.split(";"):
+        scheme = urlsplit(part.strip()).scheme.lower()
+        if scheme not in SUPPORTED_SCHEMES:
+            shown = scheme or "(none)"
+            raise ValueError(
+                f"unsupported scheme {shown!r}; use one of {', '.join(SUPPORTED_SCHEMES)}"
+            )
+    return value
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` (all interfaces) or ``[v6]:port``."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return host or "0.0.0.0", port
+
+
+def parse_option_value(text: str) -> Any:
+    """JSON when it parses (numbers, booleans, lists, objects), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_key_values(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        options[key] = parse_option_value(raw)
+    return options
+
+
+def parse_buckets(value: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("needs at least one bucket bound")
+    try:
+        bounds = [float(p) for p in parts if p.lower() not in ("+inf", "inf")]
+    except ValueError:
+        raise ValueError(f"{value!r} is not a comma-separated list of numbers") from None
+    if any(b != b or b in (float("inf"), float("-inf")) for b in bounds):
+        raise ValueError("bucket bounds must be finite numbers (+Inf is always added)")
+    if sorted(set(bounds)) != bounds:
+        raise ValueError("bucket bounds must be strictly increasing")
+    if not bounds:
+        raise ValueError("needs at least one finite bucket bound")
+    return tuple(bounds)

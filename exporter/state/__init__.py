@@ -1,0 +1,1 @@
+"""State kept between events: tasks in flight and the workers seen."""

@@ -1,0 +1,83 @@
+"""A bounded map from task id to what later events of the task do not carry.
+
+Only `task-sent` and `task-received` carry the task name (and only `task-sent` the queue);
+`task-started`, `-succeeded`, `-failed`... carry the uuid alone. This map remembers the
+name, queue and timestamps in between. It is bounded twice:
+
+- in size: at ``max_tasks`` the least recently touched task is evicted;
+- in age: tasks untouched for ``max_age`` seconds are evicted by ``expire()``.
+
+Both evictions are counted, so a lossy configuration shows on /metrics.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class TrackedTask:
+    __slots__ = ("due_at", "name", "queue", "received_at", "sent_at", "started_at", "touched")
+
+    def __init__(self, touched: float) -> None:
+        self.name: str | None = None
+        self.queue: str | None = None
+        self.sent_at: float | None = None
+        self.received_at: float | None = None
+        # ETA/countdown as an epoch timestamp: the task is not "waiting" before it.
+        self.due_at: float | None = None
+        self.started_at: float | None = None
+        self.touched = touched
+
+
+class TaskTracker:
+    def __init__(self, max_tasks: int, max_age_seconds: float) -> None:
+        if max_tasks < 1:
+            raise ValueError("max_tasks must be at least 1")
+        self.max_tasks = max_tasks
+        self.max_age_seconds = max_age_seconds
+        self._tasks: OrderedDict[str, TrackedTask] = OrderedDict()
+        self.evicted_by_size = 0
+        self.evicted_by_age = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def touch(self, uuid: str, now: float) -> TrackedTask:
+        """The task's record, created if new, marked as most recently used."""
+        tasks = self._tasks
+        task = tasks.get(uuid)
+        if task is None:
+            task = TrackedTask(now)
+            tasks[uuid] = task
+            if len(tasks) > self.max_tasks:
+                tasks.popitem(last=False)
+                self.evicted_by_size += 1
+        else:
+            task.touched = now
+            tasks.move_to_end(uuid)
+        return task
+
+    def get(self, uuid: str, now: float) -> TrackedTask | None:
+        task = self._tasks.get(uuid)
+        if task is not None:
+            task.touched = now
+            self._tasks.move_to_end(uuid)
+        return task
+
+    def pop(self, uuid: str) -> TrackedTask | None:
+        return self._tasks.pop(uuid, None)
+
+    def expire(self, now: float) -> int:
+        """Evict tasks untouched for longer than the maximum age; returns how many."""
+        deadline = now - self.max_age_seconds
+        tasks = self._tasks
+        evicted = 0
+        # Records are ordered by last touch, so the stale ones are all at the front.
+        while tasks:
+            uuid, task = next(iter(tasks.items()))
+            if task.touched >= deadline:
+                break
+            del tasks[uuid]
+            evicted += 1
+        self.evicted_by_age += evicted
+        return evicted

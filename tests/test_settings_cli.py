@@ -1,0 +1,137 @@
+"""Flag parsing: every bad value is one line naming the flag, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from exporter.cli import build_settings, command
+from exporter.settings import (
+    DEFAULT_RUNTIME_BUCKETS,
+    Settings,
+    parse_broker_url,
+    parse_buckets,
+    parse_key_values,
+    parse_listen_address,
+)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--listen-address", "nonsense"], "--listen-address"),
+        (["--listen-address", "0.0.0.0:99999"], "--listen-address"),
+        (["--broker-url", "http://user:hunter2@host/"], "--broker-url"),
+        (["--runtime-buckets", "1,0.5"], "--runtime-buckets"),
+        (["--queue-wait-buckets", "a,b"], "--queue-wait-buckets"),
+        (["--broker-transport-option", "novalue"], "--broker-transport-option"),
+        (["--worker-timeout-heartbeats", "0"], "--worker-timeout-heartbeats"),
+        (["--worker-purge-after", "-1"], "--worker-purge-after"),
+        (["--max-tracked-tasks", "zero"], "--max-tracked-tasks"),
+        (["--log-format", "xml"], "--log-format"),
+    ],
+)
+def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert flag in lines[0]
+    assert lines[0].startswith("celery-metrics-exporter: error:")
+    assert "hunter2" not in result.stderr
+
+
+def test_version_and_help() -> None:
+    from exporter import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"celery-metrics-exporter, version {__version__}"
+    help_text = run_cli("--help").stdout
+    for flag in (
+        "--broker-url",
+        "--listen-address",
+        "--broker-transport-option",
+        "--broker-ssl-option",
+        "--log-level",
+        "--log-format",
+        "--runtime-buckets",
+        "--queue-wait-buckets",
+        "--worker-timeout-heartbeats",
+        "--worker-purge-after",
+        "--enable-events-interval",
+    ):
+        assert flag in help_text
+    assert "CELERY_EXPORTER_" in help_text
+
+
+def _settings(args: list[str]) -> Settings:
+    ctx = command.make_context("celery-metrics-exporter", list(args))
+    return build_settings(ctx.params)
+
+
+def test_defaults() -> None:
+    settings = _settings([])
+    assert settings.broker_url == "redis://localhost:6379/0"
+    assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 9808)
+    assert settings.runtime_buckets == DEFAULT_RUNTIME_BUCKETS
+    assert settings.runtime_buckets[-1] == 3600.0
+    assert settings.transport_options == {}
+
+
+def test_every_option_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_EXPORTER_BROKER_URL", "amqp://guest:guest@rabbit:5672//")
+    monkeypatch.setenv("CELERY_EXPORTER_LISTEN_ADDRESS", "127.0.0.1:9999")
+    monkeypatch.setenv(
+        "CELERY_EXPORTER_BROKER_TRANSPORT_OPTION",
+        "global_keyprefix=prod:;priority_steps=[0, 5];visibility_timeout=3600",
+    )
+    monkeypatch.setenv("CELERY_EXPORTER_RUNTIME_BUCKETS", "0.1,1,10")
+    monkeypatch.setenv("CELERY_EXPORTER_WORKER_PURGE_AFTER", "120")
+    ctx = command.make_context("celery-metrics-exporter", [])
+    settings = build_settings(ctx.params)
+    assert settings.broker_url == "amqp://guest:guest@rabbit:5672//"
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 9999)
+    assert settings.transport_options == {
+        "global_keyprefix": "prod:",
+        "priority_steps": [0, 5],
+        "visibility_timeout": 3600,
+    }
+    assert settings.runtime_buckets == (0.1, 1.0, 10.0)
+    assert settings.worker_purge_seconds == 120.0
+
+
+def test_bad_environment_value_names_the_flag() -> None:
+    import os
+
+    env = dict(os.environ, CELERY_EXPORTER_LISTEN_ADDRESS="no-port-here")
+    result = run_cli(env=env)
+    assert result.returncode == 2
+    assert "--listen-address" in result.stderr
+
+
+def test_parsers() -> None:
+    assert parse_listen_address(":9808") == ("0.0.0.0", 9808)
+    assert parse_listen_address("[::1]:9808") == ("::1", 9808)
+    assert parse_key_values(["a=1", "b=x", 'c={"k": true}', "d="]) == {
+        "a": 1,
+        "b": "x",
+        "c": {"k": True},
+        "d": "",
+    }
+    assert parse_buckets("0.5, 1, +Inf") == (0.5, 1.0)
+    assert parse_broker_url("sentinel://h1:26379;sentinel://h2:26379").startswith("sentinel")
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        parse_broker_url("sqs://")
