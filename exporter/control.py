@@ -10,13 +10,13 @@ by one worker (``destination`` + ``limit=1``), on a connection of its own, with
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 
 from celery import Celery
 
+from exporter.labels import label_value
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text
 
@@ -48,6 +48,14 @@ class WorkerQueues:
         return dict(self._queues)
 
 
+# A worker announces itself (worker-online) before it listens for control commands: ask
+# shortly after, retry unanswered requests with backoff, and refresh answers now and then
+# (queues can change at runtime with add_consumer/cancel_consumer).
+FIRST_ASK_DELAY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+REFRESH_SECONDS = 300.0
+
+
 class ControlThread:
     def __init__(
         self,
@@ -64,16 +72,23 @@ class ControlThread:
         self.inspect_timeout = max(1.0, inspect_timeout)
         self.enable_events_interval = enable_events_interval
         self.clock = clock
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._pending: set[str] = set()
+        # hostname -> (when to ask, seconds to wait before the next try if unanswered)
+        self._due: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def ask_queues(self, hostname: str) -> None:
-        """Queue an ``active_queues`` request for this worker (deduplicated)."""
-        if hostname not in self._pending:
-            self._pending.add(hostname)
-            self._requests.put(hostname)
+        """Ask this worker for its queues soon (called when it comes online or is first seen)."""
+        with self._lock:
+            self._due[hostname] = (self.clock() + FIRST_ASK_DELAY_SECONDS, 1.0)
+        self._wake.set()
+
+    def forget(self, hostname: str) -> None:
+        with self._lock:
+            self._due.pop(hostname, None)
+        self.worker_queues.forget(hostname)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -81,30 +96,50 @@ class ControlThread:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
-        self._requests.put("")
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def _next_due(self) -> tuple[str | None, float]:
+        """The most overdue worker (or None) and the seconds until the next one is due."""
+        now = self.clock()
+        with self._lock:
+            if not self._due:
+                return None, 1.0
+            hostname, (when, _) = min(self._due.items(), key=lambda item: item[1][0])
+        if when <= now:
+            return hostname, 0.0
+        return None, min(1.0, when - now)
 
     def _run(self) -> None:
         next_enable = self.clock()
         while not self._stopping.is_set():
-            wait = 1.0
-            if self.enable_events_interval > 0:
-                wait = max(0.0, min(wait, next_enable - self.clock()))
-            try:
-                hostname = self._requests.get(timeout=wait)
-            except queue.Empty:
-                hostname = None
-            if self._stopping.is_set():
-                break
-            if hostname:
-                self._pending.discard(hostname)
-                self._inspect_queues(hostname)
+            hostname, wait = self._next_due()
+            if hostname is not None:
+                self._ask(hostname)
             if self.enable_events_interval > 0 and self.clock() >= next_enable:
                 self._enable_events()
                 next_enable = self.clock() + self.enable_events_interval
+            if hostname is None:
+                if self.enable_events_interval > 0:
+                    wait = max(0.0, min(wait, next_enable - self.clock()))
+                self._wake.wait(wait)
+                self._wake.clear()
 
-    def _inspect_queues(self, hostname: str) -> None:
+    def _ask(self, hostname: str) -> None:
+        answered = self._inspect_queues(hostname)
+        now = self.clock()
+        with self._lock:
+            entry = self._due.get(hostname)
+            if entry is None:  # forgotten meanwhile
+                return
+            if answered:
+                self._due[hostname] = (now + REFRESH_SECONDS, 1.0)
+            else:
+                retry = entry[1]
+                self._due[hostname] = (now + retry, min(retry * 2, RETRY_MAX_SECONDS))
+
+    def _inspect_queues(self, hostname: str) -> bool:
         try:
             with self.app.connection_for_write() as conn:
                 replies = self.app.control.inspect(
@@ -115,17 +150,21 @@ class ControlThread:
                 ).active_queues()
         except Exception as exc:
             log.debug("active_queues for %s failed: %s", hostname, redact_text(str(exc)))
-            return
+            return False
         reply = (replies or {}).get(hostname)
         if not isinstance(reply, list):
-            return  # no answer (e.g. a solo worker busy with a task): unknown, not empty
+            return False  # no answer (e.g. a solo worker busy with a task): unknown, not empty
         names = tuple(
             sorted(
-                q["name"] for q in reply if isinstance(q, dict) and isinstance(q.get("name"), str)
+                label_value(q["name"])
+                for q in reply
+                if isinstance(q, dict) and isinstance(q.get("name"), str)
             )
         )
+        if self.worker_queues.all().get(hostname) != names:
+            log.info("worker %s consumes %s", hostname, ", ".join(names) or "nothing")
         self.worker_queues.set(hostname, names)
-        log.info("worker %s consumes %s", hostname, ", ".join(names) or "nothing")
+        return True
 
     def _enable_events(self) -> None:
         try:

@@ -90,7 +90,7 @@ class Exporter:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collect(self.task_metrics.collect, self.dispatcher.lock))
-        self.registry.register(_Collect(WorkerCollector(self.workers).collect))
+        self.registry.register(_Collect(WorkerCollector(self.workers, self.worker_queues).collect))
         self.registry.register(_Collect(self.health.collect, self.dispatcher.lock))
         ProcessCollector(registry=self.registry)
         self.http: ExporterHTTPServer | None = None
@@ -132,7 +132,7 @@ class Exporter:
             log.warning("worker %s is down: heartbeats overdue", hostname)
         for hostname in purged:
             self.worker_events.forget(hostname)
-            self.worker_queues.forget(hostname)
+            self.control.forget(hostname)
             log.info("forgot worker %s (down longer than the purge time)", hostname)
         for hostname in events_off:
             self._hint(

@@ -329,3 +329,35 @@ def test_worker_without_task_events_is_detected(clock: Clock) -> None:
     feed(exp, {**hb, "processed": 5})
     exp.tick()
     assert value(samples(exp), "celery_worker_task_events_enabled", hostname="quiet@h") == 0
+
+
+def test_late_events_after_the_final_one_keep_the_name(clock: Clock) -> None:
+    # Celery 5.7 sends task-failed, then task-rejected, for Reject(requeue=False).
+    exp = make_exporter(clock)
+    t = clock.now
+    feed(exp,
+         {"type": "task-received", "uuid": "j1", "name": "app.bad", "hostname": "w1@h",
+          "timestamp": t},
+         {"type": "task-started", "uuid": "j1", "hostname": "w1@h", "timestamp": t},
+         {"type": "task-failed", "uuid": "j1", "hostname": "w1@h",
+          "exception": "reject requeue=False: no thanks", "timestamp": t + 1},
+         {"type": "task-rejected", "uuid": "j1", "hostname": "w1@h", "requeue": False,
+          "timestamp": t + 1})
+    s = samples(exp)
+    assert value(s, "celery_task_failed_total", name="app.bad", hostname="w1@h",
+                 queue_name=UNKNOWN, exception="Reject") == 1
+    assert value(s, "celery_task_rejected_total", name="app.bad", hostname="w1@h",
+                 queue_name=UNKNOWN) == 1
+    assert value(s, "celery_exporter_tracked_tasks") == 0
+
+
+def test_task_sent_arriving_after_the_task_finished_is_not_left_in_flight(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    events = task_lifecycle("late", "app.add", "w1@h", clock.now, sent_queue="q")
+    sent, rest = events[0], events[1:]
+    feed(exp, *rest, sent)
+    s = samples(exp)
+    assert value(s, "celery_task_sent_total", name="app.add", queue_name="q") == 1
+    assert value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h",
+                 queue_name=UNKNOWN) == 1
+    assert value(s, "celery_exporter_tracked_tasks") == 0

@@ -63,6 +63,9 @@ def parse_eta(value: object) -> float | None:
 def exception_class(value: object) -> str:
     """``ValueError('boom')`` -> ``ValueError``; Celery sends the exception's repr."""
     if isinstance(value, str):
+        # Celery 5.7 reports Reject(requeue=False) as task-failed too, with this repr.
+        if value.startswith("reject requeue="):
+            return "Reject"
         match = _EXCEPTION_CLASS.match(value)
         if match:
             return match.group(0)
@@ -109,7 +112,10 @@ class TaskEventHandler:
     # -- handlers --------------------------------------------------------------------
 
     def on_sent(self, event: Event, now: float) -> None:
-        task = self.tracker.touch(event_uuid(event), now)
+        uuid = event_uuid(event)
+        # Producers publish task-sent after the task message, so a fast worker's events can
+        # arrive first; a task-sent for a finished task is late, not a new delivery.
+        task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
         task.name = label_value(event.get("name"))
         task.queue = label_value(event.get("queue"))
         task.sent_at = event_time(event, now)
@@ -150,7 +156,7 @@ class TaskEventHandler:
 
     def on_succeeded(self, event: Event, now: float) -> str:
         hostname = self._hostname(event)
-        task = self.tracker.pop(event_uuid(event))
+        task = self.tracker.finish(event_uuid(event))
         labels = self._labels(task, hostname)
         self.metrics.succeeded.inc(labels)
         runtime = event.get("runtime")
@@ -160,7 +166,7 @@ class TaskEventHandler:
 
     def on_failed(self, event: Event, now: float) -> str:
         hostname = self._hostname(event)
-        task = self.tracker.pop(event_uuid(event))
+        task = self.tracker.finish(event_uuid(event))
         labels = self._labels(task, hostname)
         self.metrics.failed.inc((*labels, exception_class(event.get("exception"))))
         if task is not None and task.started_at is not None:
@@ -180,12 +186,12 @@ class TaskEventHandler:
         hostname = self._hostname(event)
         uuid = event_uuid(event)
         requeued = event.get("requeue") is True
-        task = self.tracker.get(uuid, now) if requeued else self.tracker.pop(uuid)
+        task = self.tracker.get(uuid, now) if requeued else self.tracker.finish(uuid)
         self.metrics.rejected.inc(self._labels(task, hostname))
         return hostname
 
     def on_revoked(self, event: Event, now: float) -> str:
         hostname = self._hostname(event)
-        task = self.tracker.pop(event_uuid(event))
+        task = self.tracker.finish(event_uuid(event))
         self.metrics.revoked.inc(self._labels(task, hostname))
         return hostname

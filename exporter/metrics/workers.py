@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.control import WorkerQueues
 from exporter.state.worker_registry import WorkerRegistry
 
 
 class WorkerCollector:
-    def __init__(self, registry: WorkerRegistry) -> None:
+    def __init__(self, registry: WorkerRegistry, queues: WorkerQueues) -> None:
         self.registry = registry
+        self.queues = queues
 
     def collect(self) -> Iterator[Metric]:
         workers = self.registry.snapshot()
@@ -81,3 +83,13 @@ class WorkerCollector:
         online.add_metric([], float(online_count))
         yield from (up, heartbeat, interval, active, processed, onlines, offlines, events_enabled)
         yield online
+        consumes = GaugeMetricFamily(
+            "celery_worker_queue_info",
+            "1 for each queue the worker consumes, from its reply to an active_queues inspect "
+            "request (asked when the worker comes online).",
+            labels=["hostname", "queue_name"],
+        )
+        for hostname, queue_names in sorted(self.queues.all().items()):
+            for queue_name in queue_names:
+                consumes.add_metric([hostname, queue_name], 1.0)
+        yield consumes

@@ -8,6 +8,11 @@ name, queue and timestamps in between. It is bounded twice:
 - in age: tasks untouched for ``max_age`` seconds are evicted by ``expire()``.
 
 Both evictions are counted, so a lossy configuration shows on /metrics.
+
+A task's final event does not end its story: Celery 5.7 sends ``task-failed`` and then
+``task-rejected`` for a rejected task, and events from different processes arrive out of
+order. Finished tasks therefore move to a small "recently finished" map (bounded by
+``max_finished``) that still answers lookups.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ class TrackedTask:
 
 
 class TaskTracker:
-    def __init__(self, max_tasks: int, max_age_seconds: float) -> None:
+    def __init__(self, max_tasks: int, max_age_seconds: float, max_finished: int = 10_000) -> None:
         if max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
         self.max_tasks = max_tasks
         self.max_age_seconds = max_age_seconds
+        self.max_finished = max_finished
         self._tasks: OrderedDict[str, TrackedTask] = OrderedDict()
+        self._finished: OrderedDict[str, TrackedTask] = OrderedDict()
         self.evicted_by_size = 0
         self.evicted_by_age = 0
 
@@ -47,7 +54,9 @@ class TaskTracker:
         tasks = self._tasks
         task = tasks.get(uuid)
         if task is None:
-            task = TrackedTask(now)
+            # A finished task delivered again (same id) is in flight once more.
+            task = self._finished.pop(uuid, None) or TrackedTask(now)
+            task.touched = now
             tasks[uuid] = task
             if len(tasks) > self.max_tasks:
                 tasks.popitem(last=False)
@@ -62,10 +71,24 @@ class TaskTracker:
         if task is not None:
             task.touched = now
             self._tasks.move_to_end(uuid)
-        return task
+            return task
+        return self._finished.get(uuid)
 
-    def pop(self, uuid: str) -> TrackedTask | None:
-        return self._tasks.pop(uuid, None)
+    def finished(self, uuid: str) -> TrackedTask | None:
+        """The record of a recently finished task, if this uuid is one."""
+        return self._finished.get(uuid)
+
+    def finish(self, uuid: str) -> TrackedTask | None:
+        """The task reached a final event: stop counting it in flight, keep it for late events."""
+        task = self._tasks.pop(uuid, None)
+        if task is None:
+            return self._finished.get(uuid)
+        if self.max_finished > 0:
+            finished = self._finished
+            finished[uuid] = task
+            if len(finished) > self.max_finished:
+                finished.popitem(last=False)
+        return task
 
     def expire(self, now: float) -> int:
         """Evict tasks untouched for longer than the maximum age; returns how many."""

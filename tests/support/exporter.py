@@ -1,0 +1,88 @@
+"""The exporter as users run it: the console script in a subprocess, scraped over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.support.metrics import Samples, parse_samples
+from tests.support.ports import free_port
+from tests.support.processes import ManagedProcess
+from tests.support.waiting import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ExporterProcess:
+    def __init__(self, broker_url: str, logdir: Path, args: Sequence[str] = ()) -> None:
+        self.broker_url = broker_url
+        self.port = free_port()
+        self.log_path = logdir / f"exporter-{self.port}.log"
+        argv = [
+            sys.executable, "-m", "exporter",
+            "--broker-url", broker_url,
+            "--listen-address", f"127.0.0.1:{self.port}",
+            "--log-level", "info",
+            *args,
+        ]  # fmt: skip
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = ManagedProcess(argv, self.log_path, env=env, cwd=REPO_ROOT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> ExporterProcess:
+        self.process.start()
+        if wait_ready:
+            wait_for(
+                lambda: self.status("/readyz") == 200,
+                timeout,
+                message=lambda: f"exporter not ready; log:\n{self.log()}",
+            )
+        else:
+            wait_for(
+                lambda: self.status("/healthz") == 200,
+                timeout,
+                message=lambda: f"exporter not serving; log:\n{self.log()}",
+            )
+        return self
+
+    def log(self) -> str:
+        return self.process.log_tail(20_000)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def status(self, path: str) -> int | None:
+        try:
+            return self.get(path, timeout=2.0)[0]
+        except OSError:
+            return None
+
+    def scrape(self) -> Samples:
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return parse_samples(body)
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """SIGTERM; returns the seconds it took to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        exited = self.process.wait(timeout)
+        elapsed = time.monotonic() - started
+        assert exited, f"exporter ignored SIGTERM for {timeout}s; log:\n{self.log()}"
+        return elapsed
+
+    def stop(self) -> None:
+        self.process.stop(timeout=5.0)
