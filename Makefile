@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-packages:
-	bash tests/setup/system-packages.sh redis-server rabbitmq-server
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl
 
 lint: venv
 	$(BIN)/ruff check exporter tests bench deploy/demo
-	$(BIN)/ruff format --check exporter
+	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 
 test: venv system-packages lint

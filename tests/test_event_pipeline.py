@@ -48,21 +48,58 @@ def samples(exporter: Exporter) -> Samples:
     return registry_samples(exporter.registry)
 
 
-def task_lifecycle(uuid: str, name: str, host: str, t: float, *, sent_queue: str | None,
-                   outcome: str = "succeeded", runtime: float = 0.5) -> list[dict[str, Any]]:
+def task_lifecycle(
+    uuid: str,
+    name: str,
+    host: str,
+    t: float,
+    *,
+    sent_queue: str | None,
+    outcome: str = "succeeded",
+    runtime: float = 0.5,
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     if sent_queue is not None:
-        events.append({"type": "task-sent", "uuid": uuid, "name": name, "queue": sent_queue,
-                       "hostname": "gen123@producer", "timestamp": t})
-    events.append({"type": "task-received", "uuid": uuid, "name": name, "hostname": host,
-                   "timestamp": t + 1.0})
+        events.append(
+            {
+                "type": "task-sent",
+                "uuid": uuid,
+                "name": name,
+                "queue": sent_queue,
+                "hostname": "gen123@producer",
+                "timestamp": t,
+            }
+        )
+    events.append(
+        {
+            "type": "task-received",
+            "uuid": uuid,
+            "name": name,
+            "hostname": host,
+            "timestamp": t + 1.0,
+        }
+    )
     events.append({"type": "task-started", "uuid": uuid, "hostname": host, "timestamp": t + 2.0})
     if outcome == "succeeded":
-        events.append({"type": "task-succeeded", "uuid": uuid, "hostname": host,
-                       "runtime": runtime, "timestamp": t + 2.0 + runtime})
+        events.append(
+            {
+                "type": "task-succeeded",
+                "uuid": uuid,
+                "hostname": host,
+                "runtime": runtime,
+                "timestamp": t + 2.0 + runtime,
+            }
+        )
     else:
-        events.append({"type": "task-failed", "uuid": uuid, "hostname": host,
-                       "exception": "KeyError('missing')", "timestamp": t + 2.0 + runtime})
+        events.append(
+            {
+                "type": "task-failed",
+                "uuid": uuid,
+                "hostname": host,
+                "exception": "KeyError('missing')",
+                "timestamp": t + 2.0 + runtime,
+            }
+        )
     return events
 
 
@@ -70,11 +107,14 @@ def test_counts_names_queues_and_histograms_exactly(clock: Clock) -> None:
     exp = make_exporter(clock)
     t = clock.now
     for i in range(5):
-        feed(exp, *task_lifecycle(f"ok-{i}", "app.add", "w1@h", t, sent_queue="math"),
-             batch=True)
+        feed(exp, *task_lifecycle(f"ok-{i}", "app.add", "w1@h", t, sent_queue="math"), batch=True)
     for i in range(3):
-        feed(exp, *task_lifecycle(f"bad-{i}", "app.add", "w1@h", t, sent_queue="math",
-                                  outcome="failed", runtime=4.0))
+        feed(
+            exp,
+            *task_lifecycle(
+                f"bad-{i}", "app.add", "w1@h", t, sent_queue="math", outcome="failed", runtime=4.0
+            ),
+        )
     s = samples(exp)
     labels = {"name": "app.add", "hostname": "w1@h", "queue_name": "math"}
     assert value(s, "celery_task_sent_total", name="app.add", queue_name="math") == 8
@@ -93,10 +133,10 @@ def test_counts_names_queues_and_histograms_exactly(clock: Clock) -> None:
     assert value(s, "celery_task_runtime_seconds_bucket", le="2.5", **bad) == 0
     assert value(s, "celery_task_runtime_seconds_bucket", le="5.0", **bad) == 3
     # queue wait: started (t+2) - sent (t) = 2 s each
-    assert value(s, "celery_task_queue_wait_seconds_count", name="app.add",
-                 queue_name="math") == 8
-    assert value(s, "celery_task_queue_wait_seconds_sum", name="app.add",
-                 queue_name="math") == pytest.approx(16.0)
+    assert value(s, "celery_task_queue_wait_seconds_count", name="app.add", queue_name="math") == 8
+    assert value(
+        s, "celery_task_queue_wait_seconds_sum", name="app.add", queue_name="math"
+    ) == pytest.approx(16.0)
     assert value(s, "celery_exporter_tracked_tasks") == 0
 
 
@@ -104,12 +144,15 @@ def test_without_task_sent_the_queue_is_unknown_not_celery(clock: Clock) -> None
     exp = make_exporter(clock)
     feed(exp, *task_lifecycle("u1", "app.add", "w1@h", clock.now, sent_queue=None), batch=True)
     s = samples(exp)
-    assert value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
     assert total(s, "celery_task_succeeded_total", queue_name="celery") == 0
     # queue wait from received (t+1) to started (t+2)
-    assert value(s, "celery_task_queue_wait_seconds_sum", name="app.add",
-                 queue_name=UNKNOWN) == pytest.approx(1.0)
+    assert value(
+        s, "celery_task_queue_wait_seconds_sum", name="app.add", queue_name=UNKNOWN
+    ) == pytest.approx(1.0)
 
 
 def test_single_queue_worker_supplies_the_queue(clock: Clock) -> None:
@@ -117,19 +160,37 @@ def test_single_queue_worker_supplies_the_queue(clock: Clock) -> None:
     exp.worker_queues.set("w2@h", ("ml_processing",))
     feed(exp, *task_lifecycle("u1", "ml.detect", "w2@h", clock.now, sent_queue=None))
     s = samples(exp)
-    assert value(s, "celery_task_succeeded_total", name="ml.detect", hostname="w2@h",
-                 queue_name="ml_processing") == 1
+    assert (
+        value(
+            s,
+            "celery_task_succeeded_total",
+            name="ml.detect",
+            hostname="w2@h",
+            queue_name="ml_processing",
+        )
+        == 1
+    )
 
 
 def test_sent_events_from_many_producers_do_not_make_hostname_series(clock: Clock) -> None:
     exp = make_exporter(clock)
     for pid in range(50):
-        feed(exp, {"type": "task-sent", "uuid": f"u{pid}", "name": "app.add", "queue": "celery",
-                   "hostname": f"gen{pid}@web", "timestamp": clock.now})
+        feed(
+            exp,
+            {
+                "type": "task-sent",
+                "uuid": f"u{pid}",
+                "name": "app.add",
+                "queue": "celery",
+                "hostname": f"gen{pid}@web",
+                "timestamp": clock.now,
+            },
+        )
     s = samples(exp)
     sent = [k for k in s if k[0] == "celery_task_sent_total"]
-    assert sent == [("celery_task_sent_total",
-                     frozenset({("name", "app.add"), ("queue_name", "celery")}))]
+    assert sent == [
+        ("celery_task_sent_total", frozenset({("name", "app.add"), ("queue_name", "celery")}))
+    ]
     assert s[sent[0]] == 50
 
 
@@ -138,35 +199,74 @@ def test_eta_countdown_is_not_counted_as_queue_wait(clock: Clock) -> None:
     t = clock.now
     eta = "2023-11-14T22:14:20+00:00"  # t + 60
     assert t == 1_700_000_000.0
-    feed(exp,
-         {"type": "task-sent", "uuid": "e1", "name": "app.later", "queue": "celery",
-          "eta": eta, "timestamp": t},
-         {"type": "task-received", "uuid": "e1", "name": "app.later", "hostname": "w1@h",
-          "eta": eta, "timestamp": t + 0.1},
-         {"type": "task-started", "uuid": "e1", "hostname": "w1@h", "timestamp": t + 60.5})
+    feed(
+        exp,
+        {
+            "type": "task-sent",
+            "uuid": "e1",
+            "name": "app.later",
+            "queue": "celery",
+            "eta": eta,
+            "timestamp": t,
+        },
+        {
+            "type": "task-received",
+            "uuid": "e1",
+            "name": "app.later",
+            "hostname": "w1@h",
+            "eta": eta,
+            "timestamp": t + 0.1,
+        },
+        {"type": "task-started", "uuid": "e1", "hostname": "w1@h", "timestamp": t + 60.5},
+    )
     s = samples(exp)
-    assert value(s, "celery_task_queue_wait_seconds_sum", name="app.later",
-                 queue_name="celery") == pytest.approx(0.5)
+    assert value(
+        s, "celery_task_queue_wait_seconds_sum", name="app.later", queue_name="celery"
+    ) == pytest.approx(0.5)
 
 
 def test_retry_counts_every_delivery_and_survives_out_of_order_events(clock: Clock) -> None:
     exp = make_exporter(clock)
     t = clock.now
     host = "w1@h"
-    feed(exp,
-         {"type": "task-sent", "uuid": "r1", "name": "app.flaky", "queue": "io", "timestamp": t},
-         {"type": "task-received", "uuid": "r1", "name": "app.flaky", "hostname": host,
-          "timestamp": t + 0.1},
-         {"type": "task-started", "uuid": "r1", "hostname": host, "timestamp": t + 0.2},
-         # the retry's new task-sent arrives before the worker's task-retried
-         {"type": "task-sent", "uuid": "r1", "name": "app.flaky", "queue": "io", "retries": 1,
-          "timestamp": t + 0.3},
-         {"type": "task-retried", "uuid": "r1", "hostname": host, "timestamp": t + 0.3},
-         {"type": "task-received", "uuid": "r1", "name": "app.flaky", "hostname": host,
-          "retries": 1, "timestamp": t + 0.4},
-         {"type": "task-started", "uuid": "r1", "hostname": host, "timestamp": t + 0.5},
-         {"type": "task-succeeded", "uuid": "r1", "hostname": host, "runtime": 0.1,
-          "timestamp": t + 0.6})
+    feed(
+        exp,
+        {"type": "task-sent", "uuid": "r1", "name": "app.flaky", "queue": "io", "timestamp": t},
+        {
+            "type": "task-received",
+            "uuid": "r1",
+            "name": "app.flaky",
+            "hostname": host,
+            "timestamp": t + 0.1,
+        },
+        {"type": "task-started", "uuid": "r1", "hostname": host, "timestamp": t + 0.2},
+        # the retry's new task-sent arrives before the worker's task-retried
+        {
+            "type": "task-sent",
+            "uuid": "r1",
+            "name": "app.flaky",
+            "queue": "io",
+            "retries": 1,
+            "timestamp": t + 0.3,
+        },
+        {"type": "task-retried", "uuid": "r1", "hostname": host, "timestamp": t + 0.3},
+        {
+            "type": "task-received",
+            "uuid": "r1",
+            "name": "app.flaky",
+            "hostname": host,
+            "retries": 1,
+            "timestamp": t + 0.4,
+        },
+        {"type": "task-started", "uuid": "r1", "hostname": host, "timestamp": t + 0.5},
+        {
+            "type": "task-succeeded",
+            "uuid": "r1",
+            "hostname": host,
+            "runtime": 0.1,
+            "timestamp": t + 0.6,
+        },
+    )
     s = samples(exp)
     labels = {"name": "app.flaky", "hostname": host, "queue_name": "io"}
     assert value(s, "celery_task_sent_total", name="app.flaky", queue_name="io") == 2
@@ -180,30 +280,61 @@ def test_retry_counts_every_delivery_and_survives_out_of_order_events(clock: Clo
 def test_revoked_before_delivery_and_rejected(clock: Clock) -> None:
     exp = make_exporter(clock)
     t = clock.now
-    feed(exp,
-         {"type": "task-sent", "uuid": "v1", "name": "app.slow", "queue": "q", "timestamp": t},
-         {"type": "task-revoked", "uuid": "v1", "hostname": "w1@h", "terminated": False,
-          "expired": False, "timestamp": t + 1},
-         # without task-sent a revoked task's name is unknown
-         {"type": "task-revoked", "uuid": "v2", "hostname": "w1@h", "timestamp": t + 1},
-         {"type": "task-received", "uuid": "j1", "name": "app.bad", "hostname": "w1@h",
-          "timestamp": t},
-         {"type": "task-rejected", "uuid": "j1", "hostname": "w1@h", "requeue": False,
-          "timestamp": t + 1})
+    feed(
+        exp,
+        {"type": "task-sent", "uuid": "v1", "name": "app.slow", "queue": "q", "timestamp": t},
+        {
+            "type": "task-revoked",
+            "uuid": "v1",
+            "hostname": "w1@h",
+            "terminated": False,
+            "expired": False,
+            "timestamp": t + 1,
+        },
+        # without task-sent a revoked task's name is unknown
+        {"type": "task-revoked", "uuid": "v2", "hostname": "w1@h", "timestamp": t + 1},
+        {
+            "type": "task-received",
+            "uuid": "j1",
+            "name": "app.bad",
+            "hostname": "w1@h",
+            "timestamp": t,
+        },
+        {
+            "type": "task-rejected",
+            "uuid": "j1",
+            "hostname": "w1@h",
+            "requeue": False,
+            "timestamp": t + 1,
+        },
+    )
     s = samples(exp)
-    assert value(s, "celery_task_revoked_total", name="app.slow", hostname="w1@h",
-                 queue_name="q") == 1
-    assert value(s, "celery_task_revoked_total", name=UNKNOWN, hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
-    assert value(s, "celery_task_rejected_total", name="app.bad", hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
+    assert (
+        value(s, "celery_task_revoked_total", name="app.slow", hostname="w1@h", queue_name="q") == 1
+    )
+    assert (
+        value(s, "celery_task_revoked_total", name=UNKNOWN, hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
+    assert (
+        value(s, "celery_task_rejected_total", name="app.bad", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
 
 
 def test_tracker_is_bounded_by_size_and_age_and_counts_evictions(clock: Clock) -> None:
     exp = make_exporter(clock, task_tracker_max_tasks=10, task_tracker_max_age_seconds=60.0)
     for i in range(15):
-        feed(exp, {"type": "task-received", "uuid": f"s{i}", "name": "app.x",
-                   "hostname": "w1@h", "timestamp": clock.now})
+        feed(
+            exp,
+            {
+                "type": "task-received",
+                "uuid": f"s{i}",
+                "name": "app.x",
+                "hostname": "w1@h",
+                "timestamp": clock.now,
+            },
+        )
     exp.tick()
     s = samples(exp)
     assert value(s, "celery_exporter_tracked_tasks") == 10
@@ -216,8 +347,10 @@ def test_tracker_is_bounded_by_size_and_age_and_counts_evictions(clock: Clock) -
     s = samples(exp)
     assert value(s, "celery_exporter_tracked_tasks") == 0
     assert value(s, "celery_exporter_tracked_task_evictions_total", reason="age") == 10
-    assert value(s, "celery_task_succeeded_total", name=UNKNOWN, hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
+    assert (
+        value(s, "celery_task_succeeded_total", name=UNKNOWN, hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
 
 
 def test_malformed_and_unknown_events_are_counted_and_skipped(clock: Clock) -> None:
@@ -226,19 +359,36 @@ def test_malformed_and_unknown_events_are_counted_and_skipped(clock: Clock) -> N
     d.on_message(b"\x00not json", "application/json")
     d.on_message(b'"just a string"', "application/json")
     d.on_message(b"{}", "application/x-python-serialize")
-    feed(exp, [1, 2], {"no": "type"}, {"type": "task-custom-progress", "uuid": "x"},
-         {"type": "task-started", "uuid": 42}, {"type": "task-started"},
-         {"type": "worker-heartbeat", "hostname": "w1@h", "freq": "fast", "active": "x"},
-         batch=True)
+    feed(
+        exp,
+        [1, 2],
+        {"no": "type"},
+        {"type": "task-custom-progress", "uuid": "x"},
+        {"type": "task-started", "uuid": 42},
+        {"type": "task-started"},
+        {"type": "worker-heartbeat", "hostname": "w1@h", "freq": "fast", "active": "x"},
+        batch=True,
+    )
     # a valid event after all that is still counted
     feed(exp, *task_lifecycle("ok", "app.add", "w1@h", clock.now, sent_queue="q"))
     s = samples(exp)
-    skipped = {dict(ls)["reason"]: v for (n, ls), v in s.items()
-               if n == "celery_exporter_events_skipped_total"}
-    assert skipped == {"not_json": 1, "not_object": 2, "content_type": 1, "missing_type": 1,
-                       "unknown_type": 1, "bad_uuid": 2}
-    assert value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h",
-                 queue_name="q") == 1
+    skipped = {
+        dict(ls)["reason"]: v
+        for (n, ls), v in s.items()
+        if n == "celery_exporter_events_skipped_total"
+    }
+    assert skipped == {
+        "not_json": 1,
+        "not_object": 2,
+        "content_type": 1,
+        "missing_type": 1,
+        "unknown_type": 1,
+        "bad_uuid": 2,
+    }
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name="q")
+        == 1
+    )
     # the heartbeat with wrong field types still proves the worker alive, with defaults
     assert value(s, "celery_worker_up", hostname="w1@h") == 1
     assert value(s, "celery_worker_heartbeat_interval_seconds", hostname="w1@h") == 2.0
@@ -246,23 +396,37 @@ def test_malformed_and_unknown_events_are_counted_and_skipped(clock: Clock) -> N
 
 def test_huge_and_hostile_label_values_are_bounded(clock: Clock) -> None:
     exp = make_exporter(clock)
-    feed(exp, {"type": "task-received", "uuid": "h1", "name": "n" * 1_000_000,
-               "hostname": "w\ud800\n@h", "timestamp": clock.now})
+    feed(
+        exp,
+        {
+            "type": "task-received",
+            "uuid": "h1",
+            "name": "n" * 1_000_000,
+            "hostname": "w\ud800\n@h",
+            "timestamp": clock.now,
+        },
+    )
     text_families = samples(exp)
-    names = [dict(ls)["name"] for (n, ls) in text_families
-             if n == "celery_task_received_total"]
+    names = [dict(ls)["name"] for (n, ls) in text_families if n == "celery_task_received_total"]
     assert len(names) == 1 and len(names[0]) == 200
-    hosts = [dict(ls)["hostname"] for (n, ls) in text_families
-             if n == "celery_task_received_total"]
+    hosts = [dict(ls)["hostname"] for (n, ls) in text_families if n == "celery_task_received_total"]
     assert hosts == ["w??@h"]
 
 
 def test_worker_liveness_on_the_clock(clock: Clock) -> None:
     exp = make_exporter(clock, worker_timeout_heartbeats=5.0, worker_purge_seconds=900.0)
-    feed(exp, {"type": "worker-online", "hostname": "w1@h", "freq": 2.0,
-               "timestamp": clock.now})
-    feed(exp, {"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0, "active": 3,
-               "processed": 10, "timestamp": clock.now})
+    feed(exp, {"type": "worker-online", "hostname": "w1@h", "freq": 2.0, "timestamp": clock.now})
+    feed(
+        exp,
+        {
+            "type": "worker-heartbeat",
+            "hostname": "w1@h",
+            "freq": 2.0,
+            "active": 3,
+            "processed": 10,
+            "timestamp": clock.now,
+        },
+    )
     s = samples(exp)
     assert value(s, "celery_worker_up", hostname="w1@h") == 1
     assert value(s, "celery_worker_active_tasks", hostname="w1@h") == 3
@@ -335,19 +499,47 @@ def test_late_events_after_the_final_one_keep_the_name(clock: Clock) -> None:
     # Celery 5.7 sends task-failed, then task-rejected, for Reject(requeue=False).
     exp = make_exporter(clock)
     t = clock.now
-    feed(exp,
-         {"type": "task-received", "uuid": "j1", "name": "app.bad", "hostname": "w1@h",
-          "timestamp": t},
-         {"type": "task-started", "uuid": "j1", "hostname": "w1@h", "timestamp": t},
-         {"type": "task-failed", "uuid": "j1", "hostname": "w1@h",
-          "exception": "reject requeue=False: no thanks", "timestamp": t + 1},
-         {"type": "task-rejected", "uuid": "j1", "hostname": "w1@h", "requeue": False,
-          "timestamp": t + 1})
+    feed(
+        exp,
+        {
+            "type": "task-received",
+            "uuid": "j1",
+            "name": "app.bad",
+            "hostname": "w1@h",
+            "timestamp": t,
+        },
+        {"type": "task-started", "uuid": "j1", "hostname": "w1@h", "timestamp": t},
+        {
+            "type": "task-failed",
+            "uuid": "j1",
+            "hostname": "w1@h",
+            "exception": "reject requeue=False: no thanks",
+            "timestamp": t + 1,
+        },
+        {
+            "type": "task-rejected",
+            "uuid": "j1",
+            "hostname": "w1@h",
+            "requeue": False,
+            "timestamp": t + 1,
+        },
+    )
     s = samples(exp)
-    assert value(s, "celery_task_failed_total", name="app.bad", hostname="w1@h",
-                 queue_name=UNKNOWN, exception="Reject") == 1
-    assert value(s, "celery_task_rejected_total", name="app.bad", hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
+    assert (
+        value(
+            s,
+            "celery_task_failed_total",
+            name="app.bad",
+            hostname="w1@h",
+            queue_name=UNKNOWN,
+            exception="Reject",
+        )
+        == 1
+    )
+    assert (
+        value(s, "celery_task_rejected_total", name="app.bad", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
     assert value(s, "celery_exporter_tracked_tasks") == 0
 
 
@@ -358,6 +550,8 @@ def test_task_sent_arriving_after_the_task_finished_is_not_left_in_flight(clock:
     feed(exp, *rest, sent)
     s = samples(exp)
     assert value(s, "celery_task_sent_total", name="app.add", queue_name="q") == 1
-    assert value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h",
-                 queue_name=UNKNOWN) == 1
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
     assert value(s, "celery_exporter_tracked_tasks") == 0

@@ -20,9 +20,7 @@ ML = "ml_processing"
 
 
 def counters(samples: Samples, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {
-        tuple(sorted(labels)): v for (name, labels), v in samples.items() if name == metric
-    }
+    return {tuple(sorted(labels)): v for (name, labels), v in samples.items() if name == metric}
 
 
 def key(**labels: str) -> tuple[tuple[str, str], ...]:
@@ -44,10 +42,13 @@ def test_exact_counts_per_name_and_queue(
     # The exporter asks each new worker which queues it consumes (needed for the tasks
     # sent without task-sent events below).
     wait_for(
-        lambda: value(exporter.scrape(), "celery_worker_queue_info", hostname=B, queue_name=ML)
-        == 1
-        and value(exporter.scrape(), "celery_worker_queue_info", hostname=A, queue_name="celery")
-        == 1,
+        lambda: (
+            value(exporter.scrape(), "celery_worker_queue_info", hostname=B, queue_name=ML) == 1
+            and value(
+                exporter.scrape(), "celery_worker_queue_info", hostname=A, queue_name="celery"
+            )
+            == 1
+        ),
         30,
         message="exporter did not learn the workers' queues",
     )
@@ -77,16 +78,32 @@ def test_exact_counts_per_name_and_queue(
     def settled() -> Samples | None:
         s = exporter.scrape()
         done = (
-            value(s, "celery_task_succeeded_total", name="tests.add", hostname=A,
-                  queue_name="celery") == 7
-            and value(s, "celery_task_succeeded_total", name="tests.add", hostname=B,
-                      queue_name=ML) == 7
-            and value(s, "celery_task_succeeded_total", name="tests.retry_once", hostname=A,
-                      queue_name="celery") == 2
-            and value(s, "celery_task_rejected_total", name="tests.reject", hostname=A,
-                      queue_name="celery") == 1
-            and value(s, "celery_task_revoked_total", name="tests.add", hostname=A,
-                      queue_name="celery") == 1
+            value(
+                s, "celery_task_succeeded_total", name="tests.add", hostname=A, queue_name="celery"
+            )
+            == 7
+            and value(s, "celery_task_succeeded_total", name="tests.add", hostname=B, queue_name=ML)
+            == 7
+            and value(
+                s,
+                "celery_task_succeeded_total",
+                name="tests.retry_once",
+                hostname=A,
+                queue_name="celery",
+            )
+            == 2
+            and value(
+                s,
+                "celery_task_rejected_total",
+                name="tests.reject",
+                hostname=A,
+                queue_name="celery",
+            )
+            == 1
+            and value(
+                s, "celery_task_revoked_total", name="tests.add", hostname=A, queue_name="celery"
+            )
+            == 1
             and sum(counters(s, "celery_task_failed_total").values()) == 5
         )
         return s if done else None
@@ -94,7 +111,8 @@ def test_exact_counts_per_name_and_queue(
     def progress() -> str:
         s = exporter.scrape()
         return "\n".join(
-            f"{n}{dict(ls)} = {v}" for (n, ls), v in sorted(s.items(), key=str)
+            f"{n}{dict(ls)} = {v}"
+            for (n, ls), v in sorted(s.items(), key=str)
             if n.startswith("celery_task_") and n.endswith("_total")
         )
 

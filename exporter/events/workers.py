@@ -50,7 +50,13 @@ class WorkerEventHandler:
 
     def on_online(self, event: Event, now: float) -> None:
         hostname = label_value(event.get("hostname"))
-        self.registry.online(hostname, now, _number(event.get("freq")))
+        self.registry.online(
+            hostname,
+            now,
+            _number(event.get("freq")),
+            active=_count(event.get("active")),
+            processed=_count(event.get("processed")),
+        )
         self._seen(hostname, announce=True)
 
     def on_heartbeat(self, event: Event, now: float) -> None:

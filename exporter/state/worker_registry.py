@@ -71,7 +71,14 @@ class WorkerRegistry:
             worker = self._workers[hostname] = WorkerState(hostname)
         return worker
 
-    def online(self, hostname: str, now: float, interval: float | None) -> None:
+    def online(
+        self,
+        hostname: str,
+        now: float,
+        interval: float | None,
+        active: int | None = None,
+        processed: int | None = None,
+    ) -> None:
         with self._lock:
             worker = self._get(hostname)
             worker.onlines += 1
@@ -80,7 +87,8 @@ class WorkerRegistry:
             worker.task_events_seen = False
             worker.task_events_off = False
             worker.processed_without_events_since = None
-            self._alive(worker, now, interval)
+        # worker-online carries the same fields as a heartbeat.
+        self.heartbeat(hostname, now, interval, active, processed)
 
     def heartbeat(
         self,

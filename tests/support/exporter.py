@@ -20,18 +20,30 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ExporterProcess:
-    def __init__(self, broker_url: str, logdir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        logdir: Path,
+        args: Sequence[str] = (),
+        broker_url_in_env: bool = False,
+    ) -> None:
         self.broker_url = broker_url
         self.port = free_port()
         self.log_path = logdir / f"exporter-{self.port}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if broker_url_in_env:
+            # As in a Kubernetes Secret: the URL never appears on the command line.
+            env["CELERY_EXPORTER_BROKER_URL"] = broker_url
+            url_args: list[str] = []
+        else:
+            url_args = ["--broker-url", broker_url]
         argv = [
             sys.executable, "-m", "exporter",
-            "--broker-url", broker_url,
+            *url_args,
             "--listen-address", f"127.0.0.1:{self.port}",
             "--log-level", "info",
             *args,
         ]  # fmt: skip
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = ManagedProcess(argv, self.log_path, env=env, cwd=REPO_ROOT)
 
     @property

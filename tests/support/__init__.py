@@ -1,0 +1,1 @@
+"""Reusable test infrastructure: real servers, real workers, no mocks."""

@@ -1,0 +1,286 @@
+"""The daemon survives what production throws at it: broker outages, garbage on the event
+exchange, signals; and it never shows credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.exporter import ExporterProcess
+from tests.support.metrics import value
+from tests.support.ports import free_port
+from tests.support.publish import publish_raw_events
+from tests.support.servers import RedisServer
+from tests.support.waiting import wait_for
+from tests.support.workers import CeleryWorker, Producer
+
+
+def succeeded(exporter: ExporterProcess, hostname: str) -> float:
+    return (
+        value(
+            exporter.scrape(),
+            "celery_task_succeeded_total",
+            name="tests.add",
+            hostname=hostname,
+            queue_name="celery",
+        )
+        or 0.0
+    )
+
+
+def test_redis_outage_is_reported_and_counting_resumes(
+    tmp_path: Path,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    server = RedisServer(tmp_path / "own-redis")
+    server.start()
+    try:
+        url = server.url(0)
+        exporter = exporter_factory(url, "--reconnect-max-backoff", "1")
+        worker = worker_factory(url, "steady@test")
+        worker.wait_ready()
+        producer = producer_factory(url, send_sent_event=True)
+        for i in range(5):
+            producer.send("tests.add", args=(i, i))
+        wait_for(lambda: succeeded(exporter, "steady@test") == 5, 30)
+
+        server.stop()
+        s = wait_for(
+            lambda: (lambda s: s if value(s, "celery_exporter_broker_up") == 0 else None)(
+                exporter.scrape()
+            ),
+            30,
+        )
+        # /metrics keeps answering from memory; counts are kept; not ready, still alive.
+        assert (
+            value(
+                s,
+                "celery_task_succeeded_total",
+                name="tests.add",
+                hostname="steady@test",
+                queue_name="celery",
+            )
+            == 5
+        )
+        assert exporter.status("/readyz") == 503
+        assert exporter.status("/healthz") == 200
+        wait_for(
+            lambda: (
+                (value(exporter.scrape(), "celery_exporter_broker_connect_failures_total") or 0)
+                >= 2
+            ),
+            30,
+            message="exporter did not keep retrying",
+        )
+
+        server.start()  # same port
+        wait_for(lambda: exporter.status("/readyz") == 200, 30)
+        # The worker reconnects on its own; new tasks are counted on top of the old ones.
+        wait_for(
+            lambda: value(exporter.scrape(), "celery_worker_up", hostname="steady@test") == 1, 60
+        )
+        for i in range(3):
+            producer.send("tests.add", args=(i, 10))
+        wait_for(
+            lambda: succeeded(exporter, "steady@test") == 8,
+            60,
+            message=lambda: exporter.log()[-3000:],
+        )
+        s = exporter.scrape()
+        assert value(s, "celery_exporter_broker_up") == 1
+        assert value(s, "celery_exporter_broker_reconnects_total", reason="error") == 1
+        assert exporter.process.running
+    finally:
+        server.stop()
+
+
+def test_exporter_starts_without_a_broker_and_connects_when_it_appears(
+    tmp_path: Path, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    server = RedisServer(tmp_path / "late-redis", port=free_port())
+    exporter = exporter_factory(server.url(0), "--reconnect-max-backoff", "1", wait_ready=False)
+    try:
+        s = exporter.scrape()
+        assert value(s, "celery_exporter_broker_up") == 0
+        assert exporter.status("/readyz") == 503
+        server.start()
+        wait_for(lambda: exporter.status("/readyz") == 200, 30)
+        assert value(exporter.scrape(), "celery_exporter_broker_up") == 1
+    finally:
+        server.stop()
+
+
+def test_garbage_on_the_event_exchange_is_counted_and_skipped(
+    broker_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    exporter = exporter_factory(broker_url)
+    worker = worker_factory(broker_url, "honest@test")
+    worker.wait_ready()
+    wait_for(lambda: value(exporter.scrape(), "celery_worker_up", hostname="honest@test") == 1, 30)
+    junk = [
+        (b"{not json", "application/json"),
+        (b'"a string"', "application/json"),
+        (b"\x80\x81binary", "application/octet-stream"),
+        (
+            json.dumps(
+                [
+                    {"type": "task-exploded", "uuid": "x"},
+                    42,
+                    {"no": "type"},
+                    {"type": "task-started", "uuid": ["not", "a", "string"]},
+                ]
+            ).encode(),
+            "application/json",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "task-received",
+                    "uuid": "huge",
+                    "name": "x" * 2_000_000,
+                    "hostname": "honest@test",
+                }
+            ).encode(),
+            "application/json",
+        ),
+    ]
+    publish_raw_events(broker_url, junk)
+    producer = producer_factory(broker_url, send_sent_event=True)
+    for i in range(4):
+        producer.send("tests.add", args=(i, i))
+
+    def skipped() -> dict[str, float]:
+        return {
+            dict(ls)["reason"]: v
+            for (n, ls), v in exporter.scrape().items()
+            if n == "celery_exporter_events_skipped_total"
+        }
+
+    wait_for(
+        lambda: succeeded(exporter, "honest@test") == 4 and sum(skipped().values()) == 7,
+        30,
+        message=lambda: f"{skipped()} {exporter.log()[-2000:]}",
+    )
+    assert skipped() == {
+        "not_json": 1,
+        "not_object": 2,
+        "content_type": 1,
+        "unknown_type": 1,
+        "missing_type": 1,
+        "bad_uuid": 1,
+    }
+    s = exporter.scrape()
+    long_names = [
+        dict(ls)["name"]
+        for (n, ls) in s
+        if n == "celery_task_received_total" and dict(ls)["name"].startswith("xxx")
+    ]
+    assert [len(n) for n in long_names] == [200]
+    assert exporter.process.running
+    assert value(s, "celery_exporter_broker_up") == 1
+
+
+def test_sigterm_stops_within_two_seconds(
+    redis_url: str, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    exporter = exporter_factory(redis_url)
+    exporter.scrape()
+    elapsed = exporter.terminate()
+    assert elapsed < 2.0
+    assert exporter.process.returncode == 0
+
+
+def test_credentials_never_shown(
+    tmp_path: Path, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    # Nothing listens there: the connection errors must be redacted too.
+    url = f"redis://:Sup3rS3cret@127.0.0.1:{free_port()}/0"
+    exporter = exporter_factory(
+        url, "--reconnect-max-backoff", "1", wait_ready=False, broker_url_in_env=True
+    )
+    wait_for(lambda: "cannot reach the broker" in exporter.log(), 30)
+    status, landing = exporter.get("/")
+    assert status == 200
+    assert "redis://:***@127.0.0.1" in landing
+    assert "celery-metrics-exporter" in landing and "/metrics" in landing
+    _, metrics = exporter.get("/metrics")
+    _, ready = exporter.get("/readyz")
+    exporter.terminate()
+    for text in (landing, metrics, ready, exporter.log()):
+        assert "Sup3rS3cret" not in text
+
+
+def test_pubsub_connection_killed_by_redis_is_detected_and_reconnected(
+    redis_server: RedisServer,
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    # What Redis does to a slow subscriber at its output buffer limit: close the connection.
+    exporter = exporter_factory(redis_url)
+    worker = worker_factory(redis_url, "busy@test")
+    worker.wait_ready()
+    producer = producer_factory(redis_url, send_sent_event=True)
+    producer.send("tests.add", args=(1, 1))
+    wait_for(lambda: succeeded(exporter, "busy@test") == 1, 30)
+    with redis_server.client() as client:
+        assert client.client_kill_filter(_type="pubsub") >= 1
+    wait_for(
+        lambda: (
+            (
+                value(exporter.scrape(), "celery_exporter_broker_reconnects_total", reason="error")
+                or 0
+            )
+            >= 1
+        ),
+        30,
+    )
+    wait_for(lambda: exporter.status("/readyz") == 200, 30)
+    producer.send("tests.add", args=(2, 2))
+    wait_for(lambda: succeeded(exporter, "busy@test") == 2, 30)
+
+
+def test_silent_connection_trips_the_watchdog(
+    redis_server: RedisServer,
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+) -> None:
+    exporter = exporter_factory(redis_url, "--event-watchdog", "3")
+    worker = worker_factory(redis_url, "ticker@test", heartbeat_interval=1)
+    worker.wait_ready()
+    wait_for(lambda: value(exporter.scrape(), "celery_worker_up", hostname="ticker@test") == 1, 30)
+    # Freeze every client (the worker's heartbeats included) for longer than the watchdog:
+    # the subscription stays open but carries nothing, as a half-open connection would.
+    with redis_server.client() as client:
+        client.execute_command("CLIENT", "PAUSE", "8000", "ALL")
+    wait_for(
+        lambda: (
+            (
+                value(
+                    exporter.scrape(), "celery_exporter_broker_reconnects_total", reason="watchdog"
+                )
+                or 0
+            )
+            >= 1
+        ),
+        30,
+    )
+    assert "reconnecting" in exporter.log()
+    # Once the pause ends the exporter is back and heartbeats arrive again.
+    wait_for(lambda: exporter.status("/readyz") == 200, 30)
+    before = value(exporter.scrape(), "celery_exporter_events_total", type="worker-heartbeat")
+    wait_for(
+        lambda: (
+            (value(exporter.scrape(), "celery_exporter_events_total", type="worker-heartbeat") or 0)
+            > (before or 0)
+        ),
+        30,
+    )
