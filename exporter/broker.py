@@ -11,12 +11,18 @@ from celery import Celery
 
 from exporter.settings import Settings
 
+CLIENT_NAME = "celery-metrics-exporter"
+
 
 def make_app(settings: Settings) -> Celery:
+    transport_options = dict(settings.transport_options)
+    if settings.is_redis:
+        # Shows who we are in Redis' CLIENT LIST (operators hunting a subscriber).
+        transport_options.setdefault("client_name", CLIENT_NAME)
     app = Celery("celery-metrics-exporter", set_as_current=False)
     app.conf.update(
         broker_url=settings.broker_url,
-        broker_transport_options=dict(settings.transport_options),
+        broker_transport_options=transport_options,
         broker_use_ssl=dict(settings.ssl_options) or None,
         broker_connection_retry_on_startup=False,
         event_exchange=settings.event_exchange,

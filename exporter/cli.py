@@ -206,6 +206,15 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     "workers started without -E (or restarted) send task events; 0 disables.",
 )
 @click.option(
+    "--reorder-window",
+    type=float,
+    default=2.0,
+    show_default=True,
+    callback=_positive("reorder-window", allow_zero=True),
+    help="Seconds a new task's worker events may wait for its task-sent event (published "
+    "after the task, it can arrive late), so they get the right name and queue; 0 disables.",
+)
+@click.option(
     "--inspect-timeout",
     type=float,
     default=1.0,
@@ -246,6 +255,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         reconnect_max_backoff_seconds=options["reconnect_max_backoff"],
         enable_events_interval_seconds=options["enable_events_interval"],
         inspect_timeout_seconds=options["inspect_timeout"],
+        reorder_window_seconds=options["reorder_window"],
     )
 
 

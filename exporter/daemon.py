@@ -84,6 +84,7 @@ class Exporter:
             self.workers,
             self.health,
             clock,
+            reorder_window=settings.reorder_window_seconds,
         )
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock

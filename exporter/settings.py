@@ -61,6 +61,8 @@ class Settings:
     enable_events_interval_seconds: float = 0.0
     inspect_timeout_seconds: float = 1.0
     event_exchange: str = "celeryev"
+    # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
+    reorder_window_seconds: float = 2.0
 
     @property
     def scheme(self) -> str:

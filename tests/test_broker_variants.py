@@ -51,6 +51,7 @@ def test_sentinel_broker(
             extra_env={"TEST_BROKER_TRANSPORT_OPTIONS": json.dumps(options)},
         )  # fmt: skip
         worker.wait_ready()
+        exporter.wait_worker_queues("sentinel@test")
         producer = producer_factory(url, broker_transport_options=options)
         for i in range(3):
             producer.send("tests.add", args=(i, i))
@@ -191,6 +192,7 @@ def test_transport_options_must_match_the_workers(
         extra_env={"TEST_BROKER_TRANSPORT_OPTIONS": json.dumps(options)},
     )  # fmt: skip
     worker.wait_ready()
+    matching.wait_worker_queues("prefixed@test")
     producer = producer_factory(redis_url, broker_transport_options=options)
     for i in range(2):
         producer.send("tests.add", args=(i, i))

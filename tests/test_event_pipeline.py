@@ -308,7 +308,12 @@ def test_revoked_before_delivery_and_rejected(clock: Clock) -> None:
             "timestamp": t + 1,
         },
     )
+    # v2 and j1 were never announced by task-sent: their events wait out the reorder window.
+    assert value(samples(exp), "celery_exporter_held_tasks") == 2
+    clock.now += 2.5
+    exp.tick()
     s = samples(exp)
+    assert value(s, "celery_exporter_held_tasks") == 0
     assert (
         value(s, "celery_task_revoked_total", name="app.slow", hostname="w1@h", queue_name="q") == 1
     )
@@ -555,3 +560,74 @@ def test_task_sent_arriving_after_the_task_finished_is_not_left_in_flight(clock:
         == 1
     )
     assert value(s, "celery_exporter_tracked_tasks") == 0
+
+
+def test_worker_events_that_outrun_task_sent_wait_for_it(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    t = clock.now
+    host = "w1@h"
+    # Producers send task-sent (seen once), so unknown tasks' events wait for theirs.
+    feed(exp, *task_lifecycle("first", "app.add", host, t, sent_queue="math"))
+    fast = task_lifecycle("fast", "app.add", host, t, sent_queue="math")
+    feed(exp, *fast[1:])  # received, started, succeeded before their task-sent
+    assert value(samples(exp), "celery_exporter_held_tasks") == 1
+    clock.now += 0.2
+    feed(exp, fast[0])
+    # revoked before delivery: task-revoked first, then its task-sent
+    feed(exp, {"type": "task-revoked", "uuid": "gone", "hostname": host, "timestamp": t})
+    feed(
+        exp,
+        {"type": "task-sent", "uuid": "gone", "name": "app.slow", "queue": "math", "timestamp": t},
+    )
+    s = samples(exp)
+    labels = {"name": "app.add", "hostname": host, "queue_name": "math"}
+    assert value(s, "celery_task_received_total", **labels) == 2
+    assert value(s, "celery_task_succeeded_total", **labels) == 2
+    assert value(s, "celery_task_queue_wait_seconds_count", name="app.add", queue_name="math") == 2
+    assert (
+        value(s, "celery_task_revoked_total", name="app.slow", hostname=host, queue_name="math")
+        == 1
+    )
+    assert value(s, "celery_exporter_held_tasks") == 0
+    assert value(s, "celery_exporter_tracked_tasks") == 0
+    assert not [k for k in s if UNKNOWN in dict(k[1]).values()]
+
+
+def test_held_events_are_released_after_the_window_without_task_sent(clock: Clock) -> None:
+    exp = make_exporter(clock, reorder_window_seconds=2.0)
+    feed(
+        exp,
+        {"type": "task-sent", "uuid": "x", "name": "app.x", "queue": "q", "timestamp": clock.now},
+    )
+    orphan = task_lifecycle("orphan", "app.add", "w1@h", clock.now, sent_queue=None)
+    feed(exp, *orphan)
+    clock.now += 1.9
+    exp.tick()
+    s = samples(exp)
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        is None
+    )
+    clock.now += 0.2
+    exp.tick()
+    s = samples(exp)
+    assert (
+        value(s, "celery_task_received_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
+    assert value(s, "celery_exporter_held_tasks") == 0
+
+
+def test_received_is_not_held_when_producers_send_no_task_sent(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    feed(exp, *task_lifecycle("u", "app.add", "w1@h", clock.now, sent_queue=None))
+    s = samples(exp)
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
+    assert value(s, "celery_exporter_held_tasks") == 0

@@ -42,6 +42,7 @@ def test_redis_outage_is_reported_and_counting_resumes(
         exporter = exporter_factory(url, "--reconnect-max-backoff", "1")
         worker = worker_factory(url, "steady@test")
         worker.wait_ready()
+        exporter.wait_worker_queues("steady@test")
         producer = producer_factory(url, send_sent_event=True)
         for i in range(5):
             producer.send("tests.add", args=(i, i))
@@ -122,6 +123,7 @@ def test_garbage_on_the_event_exchange_is_counted_and_skipped(
     exporter = exporter_factory(broker_url)
     worker = worker_factory(broker_url, "honest@test")
     worker.wait_ready()
+    exporter.wait_worker_queues("honest@test")
     wait_for(lambda: value(exporter.scrape(), "celery_worker_up", hostname="honest@test") == 1, 30)
     junk = [
         (b"{not json", "application/json"),
@@ -227,11 +229,17 @@ def test_pubsub_connection_killed_by_redis_is_detected_and_reconnected(
     exporter = exporter_factory(redis_url)
     worker = worker_factory(redis_url, "busy@test")
     worker.wait_ready()
+    exporter.wait_worker_queues("busy@test")
     producer = producer_factory(redis_url, send_sent_event=True)
     producer.send("tests.add", args=(1, 1))
     wait_for(lambda: succeeded(exporter, "busy@test") == 1, 30)
     with redis_server.client() as client:
-        assert client.client_kill_filter(_type="pubsub") >= 1
+        # Only the exporter's subscription (it names its connections), not the worker's.
+        ours = [
+            c for c in client.client_list(_type="pubsub") if c["name"] == "celery-metrics-exporter"
+        ]
+        assert len(ours) == 1
+        client.client_kill_filter(_id=ours[0]["id"])
     wait_for(
         lambda: (
             (
@@ -284,3 +292,19 @@ def test_silent_connection_trips_the_watchdog(
         ),
         30,
     )
+
+
+def test_json_log_lines(exporter_factory: Callable[..., ExporterProcess]) -> None:
+    url = f"amqp://user:pw-in-json@127.0.0.1:{free_port()}//"
+    exporter = exporter_factory(
+        url, "--log-format", "json", "--reconnect-max-backoff", "1",
+        wait_ready=False, broker_url_in_env=True,
+    )  # fmt: skip
+    wait_for(lambda: "cannot reach the broker" in exporter.log(), 30)
+    exporter.terminate()
+    lines = [line for line in exporter.log().splitlines() if line and not line.startswith("=")]
+    entries = [json.loads(line) for line in lines]
+    assert {"ts", "level", "logger", "msg"} <= set(entries[0])
+    assert any(e["level"] == "error" and "cannot reach the broker" in e["msg"] for e in entries)
+    assert entries[-1]["msg"] == "stopped"
+    assert "pw-in-json" not in exporter.log()

@@ -41,17 +41,8 @@ def test_exact_counts_per_name_and_queue(
     worker_b.wait_ready()
     # The exporter asks each new worker which queues it consumes (needed for the tasks
     # sent without task-sent events below).
-    wait_for(
-        lambda: (
-            value(exporter.scrape(), "celery_worker_queue_info", hostname=B, queue_name=ML) == 1
-            and value(
-                exporter.scrape(), "celery_worker_queue_info", hostname=A, queue_name="celery"
-            )
-            == 1
-        ),
-        30,
-        message="exporter did not learn the workers' queues",
-    )
+    exporter.wait_worker_queues(A, "celery")
+    exporter.wait_worker_queues(B, ML)
 
     announced = producer_factory(broker_url, send_sent_event=True)
     silent = producer_factory(broker_url, send_sent_event=False)

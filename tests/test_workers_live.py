@@ -83,6 +83,7 @@ def test_worker_without_task_events_is_reported_and_can_be_switched_on(
     exporter = exporter_factory(redis_url)
     worker = worker_factory(redis_url, "quiet@test", events=False)
     worker.wait_ready()
+    exporter.wait_worker_queues("quiet@test")
     producer = producer_factory(redis_url, send_sent_event=False)
     for i in range(3):
         producer.send("tests.add", args=(i, i))

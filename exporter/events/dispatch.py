@@ -14,16 +14,30 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.events.decode import MalformedMessage, decode_events
+from exporter.events.reorder import Reorder
 from exporter.events.tasks import BadEvent, TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
+from exporter.labels import label_value
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
 from exporter.state.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], float], str | None]
+Handler = Callable[[dict[str, Any], float], None]
 
+TASK_EVENT_TYPES = frozenset(
+    {
+        "task-sent",
+        "task-received",
+        "task-started",
+        "task-succeeded",
+        "task-failed",
+        "task-retried",
+        "task-rejected",
+        "task-revoked",
+    }
+)
 # Known types not turned into metrics (Celery's own, harmless).
 IGNORED_TYPES = frozenset({"worker-refused"})
 
@@ -36,6 +50,7 @@ class EventDispatcher:
         registry: WorkerRegistry,
         health: ExporterHealth,
         clock: Callable[[], float] = time.time,
+        reorder_window: float = 2.0,
     ) -> None:
         self.tasks = tasks
         self.workers = workers
@@ -43,6 +58,7 @@ class EventDispatcher:
         self.health = health
         self.clock = clock
         self._handlers: dict[str, Handler] = {**tasks.handlers(), **workers.handlers()}
+        self.reorder = Reorder(tasks.tracker, reorder_window)
         # Guards the task tracker and the task/health counters: events are applied on the
         # consumer thread, scrapes and housekeeping read them from others.
         self.lock = threading.Lock()
@@ -62,6 +78,7 @@ class EventDispatcher:
                 self._dispatch(event, now)
             self.health.last_event_at = now
             self.health.tracked_tasks = len(self.tasks.tracker)
+            self.health.held_tasks = len(self.reorder)
 
     def _skip(self, reason: str, message: str, *args: object) -> None:
         self.health.skipped.inc((reason,))
@@ -85,30 +102,48 @@ class EventDispatcher:
         ts = event.get("timestamp")
         if type(ts) is float or type(ts) is int:
             self.health.event_lag = now - ts
+        if etype in TASK_EVENT_TYPES:
+            uuid = event.get("uuid")
+            if not isinstance(uuid, str) or not uuid or len(uuid) > 256:
+                self._skip("bad_uuid", "%s event without a usable uuid", etype)
+                return
+            if etype != "task-sent":
+                hostname = label_value(event.get("hostname"))
+                if self.registry.task_event(hostname):
+                    log.info("worker %s sends task events", hostname)
+            if self.reorder.hold(etype, uuid, event, now):
+                return
+            self._apply(handler, event, now)
+            if etype == "task-sent":
+                for held in self.reorder.release(uuid):
+                    self._apply(self._handlers[held["type"]], held, now)
+        else:
+            self._apply(handler, event, now)
+
+    def _apply(self, handler: Handler, event: dict[str, Any], now: float) -> None:
         try:
-            hostname = handler(event, now)
+            handler(event, now)
         except BadEvent as exc:
             self._skip(exc.reason, "%s", exc)
-            return
         except Exception:  # never let one event stop the stream
             self.health.skipped.inc(("handler_error",))
             self._log_once(
-                ("handler_error", etype),
+                ("handler_error", event.get("type")),
                 logging.ERROR,
                 "error handling a %.80r event",
-                etype,
+                event.get("type"),
                 exc_info=True,
             )
-            return
-        if hostname is not None and self.registry.task_event(hostname):
-            log.info("worker %s sends task events", hostname)
 
     def housekeeping(self, now: float) -> None:
-        """Age out tracked tasks; called on the clock by the daemon."""
+        """Release held events whose wait is over, age out tracked tasks; on the clock."""
         with self.lock:
+            for held in self.reorder.overdue(now):
+                self._apply(self._handlers[held["type"]], held, now)
             tracker = self.tasks.tracker
             tracker.expire(now)
             self.health.tracked_tasks = len(tracker)
+            self.health.held_tasks = len(self.reorder)
             # The tracker keeps the tallies (no counter call on the hot path); mirror them.
             self.health.evictions.values[("size",)] = float(tracker.evicted_by_size)
             self.health.evictions.values[("age",)] = float(tracker.evicted_by_age)

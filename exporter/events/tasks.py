@@ -84,8 +84,8 @@ class TaskEventHandler:
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
 
-    def handlers(self) -> dict[str, Callable[[Event, float], str | None]]:
-        """Event type -> handler; each returns the worker hostname it concerns (if any)."""
+    def handlers(self) -> dict[str, Callable[[Event, float], None]]:
+        """Event type -> handler."""
         return {
             "task-sent": self.on_sent,
             "task-received": self.on_received,
@@ -124,7 +124,7 @@ class TaskEventHandler:
         task.started_at = None
         self.metrics.sent.inc((task.name, task.queue))
 
-    def on_received(self, event: Event, now: float) -> str:
+    def on_received(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         task = self.tracker.touch(event_uuid(event), now)
         name = event.get("name")
@@ -136,9 +136,8 @@ class TaskEventHandler:
             task.due_at = eta
         task.started_at = None
         self.metrics.received.inc(self._labels(task, hostname))
-        return hostname
 
-    def on_started(self, event: Event, now: float) -> str:
+    def on_started(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         task = self.tracker.touch(event_uuid(event), now)
         started_at = event_time(event, now)
@@ -152,9 +151,8 @@ class TaskEventHandler:
             self.metrics.queue_wait.observe(
                 (labels[0], labels[2]), max(0.0, started_at - became_ready)
             )
-        return hostname
 
-    def on_succeeded(self, event: Event, now: float) -> str:
+    def on_succeeded(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         task = self.tracker.finish(event_uuid(event))
         labels = self._labels(task, hostname)
@@ -162,9 +160,8 @@ class TaskEventHandler:
         runtime = event.get("runtime")
         if isinstance(runtime, (int, float)) and not isinstance(runtime, bool) and runtime >= 0:
             self.metrics.runtime.observe((labels[0], labels[2], "succeeded"), float(runtime))
-        return hostname
 
-    def on_failed(self, event: Event, now: float) -> str:
+    def on_failed(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         task = self.tracker.finish(event_uuid(event))
         labels = self._labels(task, hostname)
@@ -172,26 +169,22 @@ class TaskEventHandler:
         if task is not None and task.started_at is not None:
             runtime = max(0.0, event_time(event, now) - task.started_at)
             self.metrics.runtime.observe((labels[0], labels[2], "failed"), runtime)
-        return hostname
 
-    def on_retried(self, event: Event, now: float) -> str:
+    def on_retried(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         # Not terminal: the retry is sent and received again under the same uuid (and its
         # task-sent often arrives before this event).
         task = self.tracker.get(event_uuid(event), now)
         self.metrics.retried.inc(self._labels(task, hostname))
-        return hostname
 
-    def on_rejected(self, event: Event, now: float) -> str:
+    def on_rejected(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         uuid = event_uuid(event)
         requeued = event.get("requeue") is True
         task = self.tracker.get(uuid, now) if requeued else self.tracker.finish(uuid)
         self.metrics.rejected.inc(self._labels(task, hostname))
-        return hostname
 
-    def on_revoked(self, event: Event, now: float) -> str:
+    def on_revoked(self, event: Event, now: float) -> None:
         hostname = self._hostname(event)
         task = self.tracker.finish(event_uuid(event))
         self.metrics.revoked.inc(self._labels(task, hostname))
-        return hostname

@@ -36,7 +36,7 @@ class WorkerEventHandler:
         self.on_new_worker = on_new_worker
         self._known: set[str] = set()
 
-    def handlers(self) -> dict[str, Callable[[Event, float], str | None]]:
+    def handlers(self) -> dict[str, Callable[[Event, float], None]]:
         return {
             "worker-online": self.on_online,
             "worker-heartbeat": self.on_heartbeat,

@@ -23,6 +23,7 @@ class ExporterHealth:
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
         self.tracked_tasks = 0
+        self.held_tasks = 0
         self.started_at = time.time()
         self.reconnects = LabelledCounter(
             "celery_exporter_broker_reconnects_total",
@@ -92,6 +93,12 @@ class ExporterHealth:
         )
         tracked.add_metric([], float(self.tracked_tasks))
         yield tracked
+        held = GaugeMetricFamily(
+            "celery_exporter_held_tasks",
+            "New tasks whose worker events wait (up to --reorder-window) for their task-sent.",
+        )
+        held.add_metric([], float(self.held_tasks))
+        yield held
         for counter in (
             self.reconnects,
             self.connect_failures,

@@ -74,6 +74,10 @@ class TaskTracker:
             return task
         return self._finished.get(uuid)
 
+    def known(self, uuid: str) -> bool:
+        """Whether any event of this task was applied (in flight or recently finished)."""
+        return uuid in self._tasks or uuid in self._finished
+
     def finished(self, uuid: str) -> TrackedTask | None:
         """The record of a recently finished task, if this uuid is one."""
         return self._finished.get(uuid)

@@ -87,6 +87,26 @@ class ExporterProcess:
         assert status == 200, body
         return parse_samples(body)
 
+    def wait_worker_queues(self, hostname: str, *queues: str, timeout: float = 30.0) -> None:
+        """Wait until the exporter knows which queues ``hostname`` consumes.
+
+        Until then, a task whose task-sent event arrives after the worker's own events (the
+        producer publishes it after the task message) is labelled ``queue_name="(unknown)"``;
+        tests that assert exact queue labels wait for this first.
+        """
+        expected = set(queues or ("celery",))
+
+        def known() -> bool:
+            samples = self.scrape()
+            seen = {
+                dict(labels)["queue_name"]
+                for (name, labels) in samples
+                if name == "celery_worker_queue_info" and dict(labels)["hostname"] == hostname
+            }
+            return seen == expected
+
+        wait_for(known, timeout, message=f"exporter did not learn the queues of {hostname}")
+
     def terminate(self, timeout: float = 10.0) -> float:
         """SIGTERM; returns the seconds it took to exit."""
         started = time.monotonic()
