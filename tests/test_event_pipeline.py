@@ -631,3 +631,12 @@ def test_received_is_not_held_when_producers_send_no_task_sent(clock: Clock) -> 
         == 1
     )
     assert value(s, "celery_exporter_held_tasks") == 0
+
+
+def test_decoding_accepts_what_celerys_encoder_can_produce() -> None:
+    from exporter.events.decode import decode_events
+
+    # NaN and lone surrogates: valid for Python's json (Celery's encoder), not for orjson.
+    events = decode_events(b'[{"type": "x", "v": NaN, "s": "\\ud800"}]', "application/json")
+    assert events[0]["type"] == "x" and events[0]["s"] == "\ud800"
+    assert decode_events('{"type": "y"}', None) == [{"type": "y"}]

@@ -8,7 +8,16 @@ event per message. Both shapes are handled here; anything else is reported as ma
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+_fast_loads: Callable[[bytes | str], Any] | None
+try:
+    # orjson decodes event bodies about twice as fast as json, a quarter of the exporter's
+    # per-event CPU on batched events (bench/RESULTS.md).
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _fast_loads = None
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "application/x-json"})
 
@@ -29,7 +38,7 @@ def decode_events(body: bytes | str, content_type: str | None) -> list[Any]:
     if content_type is not None and content_type not in JSON_CONTENT_TYPES:
         raise MalformedMessage("content_type", f"unsupported content type {content_type!r}")
     try:
-        payload = json.loads(body)
+        payload = _loads(body)
     except (ValueError, TypeError) as exc:
         raise MalformedMessage("not_json", f"body is not JSON: {exc}") from None
     if isinstance(payload, dict):
@@ -37,3 +46,14 @@ def decode_events(body: bytes | str, content_type: str | None) -> list[Any]:
     if isinstance(payload, list):
         return payload
     raise MalformedMessage("not_object", f"body is a JSON {type(payload).__name__}, not an event")
+
+
+def _loads(body: bytes | str) -> Any:
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(body)
+        except ValueError:
+            # orjson is stricter than Celery's encoder (NaN, lone surrogates): the slow
+            # path decides, so one odd field does not cost a whole batch.
+            pass
+    return json.loads(body)

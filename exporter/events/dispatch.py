@@ -1,7 +1,7 @@
 """Route each decoded event to its handler, and count what arrives and what is skipped.
 
 Nothing an event contains can stop the stream: an event that is not an object, has no or
-an unknown type, or fields of the wrong type is counted in
+an unknown type, or a task event without a usable uuid is counted in
 ``celery_exporter_events_skipped_total{reason}``, logged once per reason, and skipped.
 """
 
@@ -15,31 +15,21 @@ from typing import Any
 
 from exporter.events.decode import MalformedMessage, decode_events
 from exporter.events.reorder import Reorder
-from exporter.events.tasks import BadEvent, TaskEventHandler
+from exporter.events.tasks import TaskEventHandler, TaskHandler
 from exporter.events.workers import WorkerEventHandler
-from exporter.labels import label_value
+from exporter.labels import cached_label
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
 from exporter.state.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], float], None]
+Event = dict[str, Any]
+WorkerHandler = Callable[[Event, float], None]
 
-TASK_EVENT_TYPES = frozenset(
-    {
-        "task-sent",
-        "task-received",
-        "task-started",
-        "task-succeeded",
-        "task-failed",
-        "task-retried",
-        "task-rejected",
-        "task-revoked",
-    }
-)
 # Known types not turned into metrics (Celery's own, harmless).
 IGNORED_TYPES = frozenset({"worker-refused"})
+MAX_UUID_LENGTH = 256
 
 
 class EventDispatcher:
@@ -57,7 +47,8 @@ class EventDispatcher:
         self.registry = registry
         self.health = health
         self.clock = clock
-        self._handlers: dict[str, Handler] = {**tasks.handlers(), **workers.handlers()}
+        self._task_handlers: dict[str, TaskHandler] = tasks.handlers()
+        self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
         self.reorder = Reorder(tasks.tracker, reorder_window)
         # Guards the task tracker and the task/health counters: events are applied on the
         # consumer thread, scrapes and housekeeping read them from others.
@@ -76,9 +67,10 @@ class EventDispatcher:
         with self.lock:
             for event in events:
                 self._dispatch(event, now)
-            self.health.last_event_at = now
-            self.health.tracked_tasks = len(self.tasks.tracker)
-            self.health.held_tasks = len(self.reorder)
+            health = self.health
+            health.last_event_at = now
+            health.tracked_tasks = len(self.tasks.tracker)
+            health.held_tasks = len(self.reorder)
 
     def _skip(self, reason: str, message: str, *args: object) -> None:
         self.health.skipped.inc((reason,))
@@ -89,57 +81,71 @@ class EventDispatcher:
             self._skip("not_object", "a %s, not an object", type(event).__name__)
             return
         etype = event.get("type")
-        handler = self._handlers.get(etype) if isinstance(etype, str) else None
-        if handler is None:
-            if not isinstance(etype, str):
-                self._skip("missing_type", "no string 'type' field")
-            elif etype in IGNORED_TYPES:
-                self.health.events.inc((etype,))
-            else:
-                self._skip("unknown_type", "type %.80r", etype)
+        if type(etype) is not str:
+            self._skip("missing_type", "no string 'type' field")
             return
-        self.health.events.inc((str(etype),))
         ts = event.get("timestamp")
         if type(ts) is float or type(ts) is int:
             self.health.event_lag = now - ts
-        if etype in TASK_EVENT_TYPES:
+
+        task_handler = self._task_handlers.get(etype)
+        if task_handler is not None:
+            self.health.events.inc((etype,))
             uuid = event.get("uuid")
-            if not isinstance(uuid, str) or not uuid or len(uuid) > 256:
+            if type(uuid) is not str or not uuid or len(uuid) > MAX_UUID_LENGTH:
                 self._skip("bad_uuid", "%s event without a usable uuid", etype)
                 return
-            if etype != "task-sent":
-                hostname = label_value(event.get("hostname"))
-                if self.registry.task_event(hostname):
-                    log.info("worker %s sends task events", hostname)
+            hostname = cached_label(event.get("hostname"))
+            if etype != "task-sent" and self.registry.task_event(hostname):
+                log.info("worker %s sends task events", hostname)
             if self.reorder.hold(etype, uuid, event, now):
                 return
-            self._apply(handler, event, now)
+            self._apply_task(task_handler, event, uuid, hostname, now)
             if etype == "task-sent":
                 for held in self.reorder.release(uuid):
-                    self._apply(self._handlers[held["type"]], held, now)
-        else:
-            self._apply(handler, event, now)
+                    self._apply_held(held, now)
+            return
 
-    def _apply(self, handler: Handler, event: dict[str, Any], now: float) -> None:
+        worker_handler = self._worker_handlers.get(etype)
+        if worker_handler is not None:
+            self.health.events.inc((etype,))
+            try:
+                worker_handler(event, now)
+            except Exception:  # never let one event stop the stream
+                self._handler_error(etype)
+        elif etype in IGNORED_TYPES:
+            self.health.events.inc((etype,))
+        else:
+            self._skip("unknown_type", "type %.80r", etype)
+
+    def _apply_task(
+        self, handler: TaskHandler, event: Event, uuid: str, hostname: str, now: float
+    ) -> None:
         try:
-            handler(event, now)
-        except BadEvent as exc:
-            self._skip(exc.reason, "%s", exc)
+            handler(event, uuid, hostname, now)
         except Exception:  # never let one event stop the stream
-            self.health.skipped.inc(("handler_error",))
-            self._log_once(
-                ("handler_error", event.get("type")),
-                logging.ERROR,
-                "error handling a %.80r event",
-                event.get("type"),
-                exc_info=True,
-            )
+            self._handler_error(event.get("type"))
+
+    def _apply_held(self, event: Event, now: float) -> None:
+        # Held events were validated on arrival.
+        handler = self._task_handlers[event["type"]]
+        self._apply_task(handler, event, event["uuid"], cached_label(event.get("hostname")), now)
+
+    def _handler_error(self, etype: object) -> None:
+        self.health.skipped.inc(("handler_error",))
+        self._log_once(
+            ("handler_error", etype),
+            logging.ERROR,
+            "error handling a %.80r event",
+            etype,
+            exc_info=True,
+        )
 
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""
         with self.lock:
             for held in self.reorder.overdue(now):
-                self._apply(self._handlers[held["type"]], held, now)
+                self._apply_held(held, now)
             tracker = self.tasks.tracker
             tracker.expire(now)
             self.health.tracked_tasks = len(tracker)

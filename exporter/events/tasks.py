@@ -16,28 +16,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from exporter.labels import UNKNOWN, label_value
+from exporter.labels import UNKNOWN, cached_label
 from exporter.metrics.tasks import TaskMetrics
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
 Event = dict[str, Any]
+TaskHandler = Callable[[Event, str, str, float], None]
 
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
-
-
-class BadEvent(Exception):
-    """An event whose fields cannot be used; ``reason`` is a bounded label value."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-def event_uuid(event: Event) -> str:
-    uuid = event.get("uuid")
-    if not isinstance(uuid, str) or not uuid or len(uuid) > 256:
-        raise BadEvent("bad_uuid", f"{event.get('type')} event without a usable uuid")
-    return uuid
 
 
 def event_time(event: Event, now: float) -> float:
@@ -84,8 +70,8 @@ class TaskEventHandler:
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
 
-    def handlers(self) -> dict[str, Callable[[Event, float], None]]:
-        """Event type -> handler."""
+    def handlers(self) -> dict[str, TaskHandler]:
+        """Event type -> handler(event, uuid, hostname, now); uuid is already validated."""
         return {
             "task-sent": self.on_sent,
             "task-received": self.on_received,
@@ -105,31 +91,25 @@ class TaskEventHandler:
         queue = task.queue or self.queue_of_worker(hostname) or UNKNOWN
         return task.name or UNKNOWN, hostname, queue
 
-    @staticmethod
-    def _hostname(event: Event) -> str:
-        return label_value(event.get("hostname"))
-
     # -- handlers --------------------------------------------------------------------
 
-    def on_sent(self, event: Event, now: float) -> None:
-        uuid = event_uuid(event)
+    def on_sent(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         # Producers publish task-sent after the task message, so a fast worker's events can
         # arrive first; a task-sent for a finished task is late, not a new delivery.
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
-        task.name = label_value(event.get("name"))
-        task.queue = label_value(event.get("queue"))
+        task.name = cached_label(event.get("name"))
+        task.queue = cached_label(event.get("queue"))
         task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
         # A retry is sent again with the same uuid: its previous start is history.
         task.started_at = None
         self.metrics.sent.inc((task.name, task.queue))
 
-    def on_received(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        task = self.tracker.touch(event_uuid(event), now)
+    def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
+        task = self.tracker.touch(uuid, now)
         name = event.get("name")
         if name is not None or task.name is None:
-            task.name = label_value(name)
+            task.name = cached_label(name)
         task.received_at = event_time(event, now)
         eta = parse_eta(event.get("eta"))
         if eta is not None:
@@ -137,9 +117,8 @@ class TaskEventHandler:
         task.started_at = None
         self.metrics.received.inc(self._labels(task, hostname))
 
-    def on_started(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        task = self.tracker.touch(event_uuid(event), now)
+    def on_started(self, event: Event, uuid: str, hostname: str, now: float) -> None:
+        task = self.tracker.touch(uuid, now)
         started_at = event_time(event, now)
         task.started_at = started_at
         labels = self._labels(task, hostname)
@@ -152,39 +131,33 @@ class TaskEventHandler:
                 (labels[0], labels[2]), max(0.0, started_at - became_ready)
             )
 
-    def on_succeeded(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        task = self.tracker.finish(event_uuid(event))
+    def on_succeeded(self, event: Event, uuid: str, hostname: str, now: float) -> None:
+        task = self.tracker.finish(uuid)
         labels = self._labels(task, hostname)
         self.metrics.succeeded.inc(labels)
         runtime = event.get("runtime")
         if isinstance(runtime, (int, float)) and not isinstance(runtime, bool) and runtime >= 0:
             self.metrics.runtime.observe((labels[0], labels[2], "succeeded"), float(runtime))
 
-    def on_failed(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        task = self.tracker.finish(event_uuid(event))
+    def on_failed(self, event: Event, uuid: str, hostname: str, now: float) -> None:
+        task = self.tracker.finish(uuid)
         labels = self._labels(task, hostname)
         self.metrics.failed.inc((*labels, exception_class(event.get("exception"))))
         if task is not None and task.started_at is not None:
             runtime = max(0.0, event_time(event, now) - task.started_at)
             self.metrics.runtime.observe((labels[0], labels[2], "failed"), runtime)
 
-    def on_retried(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
+    def on_retried(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         # Not terminal: the retry is sent and received again under the same uuid (and its
         # task-sent often arrives before this event).
-        task = self.tracker.get(event_uuid(event), now)
+        task = self.tracker.get(uuid, now)
         self.metrics.retried.inc(self._labels(task, hostname))
 
-    def on_rejected(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        uuid = event_uuid(event)
+    def on_rejected(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         requeued = event.get("requeue") is True
         task = self.tracker.get(uuid, now) if requeued else self.tracker.finish(uuid)
         self.metrics.rejected.inc(self._labels(task, hostname))
 
-    def on_revoked(self, event: Event, now: float) -> None:
-        hostname = self._hostname(event)
-        task = self.tracker.finish(event_uuid(event))
+    def on_revoked(self, event: Event, uuid: str, hostname: str, now: float) -> None:
+        task = self.tracker.finish(uuid)
         self.metrics.revoked.inc(self._labels(task, hostname))

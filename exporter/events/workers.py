@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from exporter.labels import label_value
+from exporter.labels import cached_label
 from exporter.state.worker_registry import WorkerRegistry
 
 Event = dict[str, Any]
@@ -49,7 +49,7 @@ class WorkerEventHandler:
         self._known.add(hostname)
 
     def on_online(self, event: Event, now: float) -> None:
-        hostname = label_value(event.get("hostname"))
+        hostname = cached_label(event.get("hostname"))
         self.registry.online(
             hostname,
             now,
@@ -60,7 +60,7 @@ class WorkerEventHandler:
         self._seen(hostname, announce=True)
 
     def on_heartbeat(self, event: Event, now: float) -> None:
-        hostname = label_value(event.get("hostname"))
+        hostname = cached_label(event.get("hostname"))
         self.registry.heartbeat(
             hostname,
             now,
@@ -71,7 +71,7 @@ class WorkerEventHandler:
         self._seen(hostname, announce=False)
 
     def on_offline(self, event: Event, now: float) -> None:
-        self.registry.offline(label_value(event.get("hostname")), now)
+        self.registry.offline(cached_label(event.get("hostname")), now)
 
     def forget(self, hostname: str) -> None:
         self._known.discard(hostname)
