@@ -206,6 +206,39 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     "workers started without -E (or restarted) send task events; 0 disables.",
 )
 @click.option(
+    "--queues",
+    "queues",
+    default="",
+    help="Comma-separated queues to always watch, even when no worker consumes them and "
+    "they are empty (queues are also discovered from workers, task-sent events and, on "
+    "Redis, kombu's bindings).",
+)
+@click.option(
+    "--sample-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    callback=_positive("sample-interval"),
+    help="Seconds between two samples of the broker's queues (never done inside /metrics).",
+)
+@click.option(
+    "--sample-timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    callback=_positive("sample-timeout"),
+    help="Socket timeout, in seconds, for one queue sample.",
+)
+@click.option(
+    "--queue-forget-after",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    callback=_positive("queue-forget-after"),
+    help="Seconds after which a discovered queue that no source names any more and that "
+    "stays empty is no longer watched (queues from --queues always are).",
+)
+@click.option(
     "--reorder-window",
     type=float,
     default=2.0,
@@ -256,6 +289,10 @@ def build_settings(options: dict[str, Any]) -> Settings:
         enable_events_interval_seconds=options["enable_events_interval"],
         inspect_timeout_seconds=options["inspect_timeout"],
         reorder_window_seconds=options["reorder_window"],
+        queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
+        sample_interval_seconds=options["sample_interval"],
+        sample_timeout_seconds=options["sample_timeout"],
+        queue_forget_after_seconds=options["queue_forget_after"],
     )
 
 

@@ -27,10 +27,14 @@ from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
+from exporter.metrics.queues import QueueCollector
 from exporter.metrics.tasks import TaskMetrics
 from exporter.metrics.workers import WorkerCollector
 from exporter.redact import redact_url
 from exporter.settings import Settings
+from exporter.sources.runner import QueueSampler
+from exporter.sources.select import make_queue_source
+from exporter.state.queue_registry import QueueRegistry
 from exporter.state.task_tracker import TaskTracker
 from exporter.state.worker_registry import WorkerRegistry
 from exporter.web import ExporterHTTPServer
@@ -89,10 +93,22 @@ class Exporter:
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock
         )
+        self.queue_sampler = QueueSampler(
+            make_queue_source(self.app, settings),
+            QueueRegistry(settings.queues, settings.queue_forget_after_seconds),
+            self.worker_queues,
+            self.dispatcher.take_queues_seen,
+            self.dispatcher.sent_at,
+            settings.sample_interval_seconds,
+            clock,
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collect(self.task_metrics.collect, self.dispatcher.lock))
         self.registry.register(_Collect(WorkerCollector(self.workers, self.worker_queues).collect))
         self.registry.register(_Collect(self.health.collect, self.dispatcher.lock))
+        self.registry.register(
+            _Collect(QueueCollector(self.queue_sampler, self.worker_queues, self.workers).collect)
+        )
         ProcessCollector(registry=self.registry)
         self.http: ExporterHTTPServer | None = None
         self._stop = threading.Event()
@@ -119,6 +135,7 @@ class Exporter:
         )
         self.consumer.start()
         self.control.start()
+        self.queue_sampler.start()
 
     @property
     def port(self) -> int:
@@ -161,6 +178,7 @@ class Exporter:
     def shutdown(self) -> None:
         self.consumer.stop(timeout=1.0)
         self.control.stop(timeout=0.5)
+        self.queue_sampler.stop(timeout=0.3)
         if self.http is not None:
             self.http.stop()
 

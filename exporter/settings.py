@@ -61,6 +61,11 @@ class Settings:
     enable_events_interval_seconds: float = 0.0
     inspect_timeout_seconds: float = 1.0
     event_exchange: str = "celeryev"
+    # Queue sampling (sources/): which queues besides the discovered ones, how often.
+    queues: tuple[str, ...] = ()
+    sample_interval_seconds: float = 5.0
+    sample_timeout_seconds: float = 5.0
+    queue_forget_after_seconds: float = 3600.0
     # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
     reorder_window_seconds: float = 2.0
 

@@ -141,6 +141,16 @@ class EventDispatcher:
             exc_info=True,
         )
 
+    def take_queues_seen(self) -> set[str]:
+        """Queues named by task-sent events since the last call."""
+        with self.lock:
+            seen, self.tasks.queues_seen = self.tasks.queues_seen, set()
+        return seen
+
+    def sent_at(self, uuid: str) -> float | None:
+        with self.lock:
+            return self.tasks.tracker.sent_at(uuid)
+
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""
         with self.lock:

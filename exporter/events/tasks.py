@@ -22,6 +22,7 @@ from exporter.state.task_tracker import TaskTracker, TrackedTask
 
 Event = dict[str, Any]
 TaskHandler = Callable[[Event, str, str, float], None]
+MAX_QUEUES_SEEN = 1_000
 
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
 
@@ -69,6 +70,8 @@ class TaskEventHandler:
         self.tracker = tracker
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
+        # Queues named by task-sent events since the sampler last asked (queue discovery).
+        self.queues_seen: set[str] = set()
 
     def handlers(self) -> dict[str, TaskHandler]:
         """Event type -> handler(event, uuid, hostname, now); uuid is already validated."""
@@ -104,6 +107,8 @@ class TaskEventHandler:
         # A retry is sent again with the same uuid: its previous start is history.
         task.started_at = None
         self.metrics.sent.inc((task.name, task.queue))
+        if len(self.queues_seen) < MAX_QUEUES_SEEN:
+            self.queues_seen.add(task.queue)
 
     def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.touch(uuid, now)

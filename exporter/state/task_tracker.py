@@ -74,6 +74,10 @@ class TaskTracker:
             return task
         return self._finished.get(uuid)
 
+    def sent_at(self, uuid: str) -> float | None:
+        task = self._tasks.get(uuid)
+        return None if task is None else task.sent_at
+
     def known(self, uuid: str) -> bool:
         """Whether any event of this task was applied (in flight or recently finished)."""
         return uuid in self._tasks or uuid in self._finished

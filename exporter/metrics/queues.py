@@ -1,0 +1,126 @@
+"""Queue metrics: the latest broker sample plus who listens, rendered at scrape time.
+
+Depth, reserved and age come from the last successful sample (see sources/runner.py);
+consumers per queue are computed from the workers' queues and liveness at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.control import WorkerQueues
+from exporter.sources.runner import QueueSampler
+from exporter.state.worker_registry import WorkerRegistry
+
+
+class QueueCollector:
+    def __init__(
+        self, sampler: QueueSampler, worker_queues: WorkerQueues, workers: WorkerRegistry
+    ) -> None:
+        self.sampler = sampler
+        self.worker_queues = worker_queues
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._health()
+        snapshot = self.sampler.snapshot
+        listening = self._live_consumers()
+        ready = GaugeMetricFamily(
+            "celery_queue_messages",
+            "Messages waiting in the queue (ready, not yet handed to a worker), sampled from "
+            "the broker; on Redis summed over the priority sub-queues.",
+            labels=["queue_name"],
+        )
+        by_priority = GaugeMetricFamily(
+            "celery_queue_messages_by_priority",
+            "Ready messages per priority sub-queue (Redis), sampled.",
+            labels=["queue_name", "priority"],
+        )
+        reserved = GaugeMetricFamily(
+            "celery_queue_reserved_messages",
+            "Messages handed to workers but not acknowledged (prefetched, ETA/countdown "
+            "held, acks_late running): Redis' unacked hash, sampled.",
+            labels=["queue_name"],
+        )
+        oldest = GaugeMetricFamily(
+            "celery_queue_oldest_message_age_seconds",
+            "How long the next message to be consumed has waited (Redis), sampled: from its "
+            "task-sent event when seen, else since a sample first saw it next in line.",
+            labels=["queue_name"],
+        )
+        broker_consumers = GaugeMetricFamily(
+            "celery_queue_broker_consumers",
+            "Consumers the broker counts on the queue (RabbitMQ), sampled.",
+            labels=["queue_name"],
+        )
+        worker_consumers = GaugeMetricFamily(
+            "celery_queue_worker_consumers",
+            "Live workers that consume the queue (from their active_queues replies).",
+            labels=["queue_name"],
+        )
+        queues = set(listening)
+        if snapshot is not None:
+            queues |= snapshot.sample.queues.keys()
+            for queue, qs in sorted(snapshot.sample.queues.items()):
+                ready.add_metric([queue], float(qs.ready))
+                if qs.by_priority is not None:
+                    for priority, count in qs.by_priority.items():
+                        by_priority.add_metric([queue, priority], float(count))
+                if qs.reserved is not None:
+                    reserved.add_metric([queue], float(qs.reserved))
+                if qs.broker_consumers is not None:
+                    broker_consumers.add_metric([queue], float(qs.broker_consumers))
+            for queue, age in sorted(snapshot.oldest_age.items()):
+                oldest.add_metric([queue], age)
+        for queue in sorted(queues):
+            worker_consumers.add_metric([queue], float(listening.get(queue, 0)))
+        yield from (ready, by_priority, reserved, oldest, broker_consumers, worker_consumers)
+        if snapshot is not None and snapshot.sample.reserved_total is not None:
+            total = GaugeMetricFamily(
+                "celery_broker_reserved_messages",
+                "All unacknowledged messages in Redis' unacked hash, sampled. Per-queue "
+                "counts are exported while this is at most the scan limit (10,000).",
+            )
+            total.add_metric([], float(snapshot.sample.reserved_total))
+            yield total
+
+    def _live_consumers(self) -> dict[str, int]:
+        up = {w.hostname for w in self.workers.snapshot() if w.up}
+        counts: dict[str, int] = {}
+        for hostname, queues in self.worker_queues.all().items():
+            for queue in queues:
+                counts.setdefault(queue, 0)
+                if hostname in up:
+                    counts[queue] += 1
+        return counts
+
+    def _health(self) -> Iterator[Metric]:
+        name = self.sampler.source.name
+        health = self.sampler.health
+        up = GaugeMetricFamily(
+            "celery_exporter_source_up",
+            "1 when the source's latest sample succeeded.",
+            labels=["source"],
+        )
+        up.add_metric([name], 1.0 if health.up else 0.0)
+        last = GaugeMetricFamily(
+            "celery_exporter_source_last_success_timestamp_seconds",
+            "When the source last sampled successfully; 0 before the first success.",
+            labels=["source"],
+        )
+        last.add_metric([name], health.last_success)
+        duration = GaugeMetricFamily(
+            "celery_exporter_source_duration_seconds",
+            "How long the source's latest sample took.",
+            labels=["source"],
+        )
+        duration.add_metric([name], health.last_duration)
+        errors = CounterMetricFamily(
+            "celery_exporter_source_errors",
+            "Failed samples of the source.",
+            labels=["source"],
+        )
+        errors.add_metric([name], float(health.errors))
+        yield from (up, last, duration, errors)

@@ -1,0 +1,5 @@
+"""Sampled sources: the broker's queues, read on their own clock, never inside /metrics.
+
+Each source is one module with one ``sample()`` method; ``runner.SourceRunner`` runs them
+all and gives every source the same health metrics and error handling.
+"""

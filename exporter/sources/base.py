@@ -1,0 +1,37 @@
+"""What every sampled source provides, and what a queue sample holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class QueueSample:
+    """One queue as the broker showed it in one sample. None: the broker cannot tell."""
+
+    ready: int = 0
+    by_priority: dict[str, int] | None = None
+    reserved: int | None = None
+    oldest_message_id: str | None = None
+    broker_consumers: int | None = None
+
+
+@dataclass
+class BrokerSample:
+    queues: dict[str, QueueSample] = field(default_factory=dict)
+    # Queue names the broker itself knows (Redis: kombu's binding keys), for discovery.
+    listed_queues: set[str] = field(default_factory=set)
+    # Redis: every reserved (unacked) message, and whether per-queue counts are complete.
+    reserved_total: int | None = None
+    reserved_complete: bool = True
+
+
+class QueueSource(Protocol):
+    name: str
+
+    def sample(self, queues: list[str]) -> BrokerSample:
+        """Read these queues; raise on any broker error (the runner handles it)."""
+        ...
+
+    def close(self) -> None: ...

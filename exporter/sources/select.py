@@ -1,0 +1,16 @@
+"""One queue source per broker kind: adding a broker means adding one module here."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from exporter.settings import Settings
+from exporter.sources.base import QueueSource
+from exporter.sources.rabbitmq_queues import RabbitMQQueueSource
+from exporter.sources.redis_queues import RedisQueueSource
+
+
+def make_queue_source(app: Celery, settings: Settings) -> QueueSource:
+    if settings.is_redis:
+        return RedisQueueSource(app, settings.transport_options, settings.sample_timeout_seconds)
+    return RabbitMQQueueSource(app, settings.sample_timeout_seconds)
