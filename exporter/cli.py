@@ -248,6 +248,15 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     "after the task, it can arrive late), so they get the right name and queue; 0 disables.",
 )
 @click.option(
+    "--inspect-interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    callback=_positive("inspect-interval"),
+    help="Seconds between two inspect requests (active_queues, stats) to each worker; each "
+    "request is answered by that worker alone.",
+)
+@click.option(
     "--inspect-timeout",
     type=float,
     default=1.0,
@@ -288,6 +297,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         reconnect_max_backoff_seconds=options["reconnect_max_backoff"],
         enable_events_interval_seconds=options["enable_events_interval"],
         inspect_timeout_seconds=options["inspect_timeout"],
+        inspect_interval_seconds=options["inspect_interval"],
         reorder_window_seconds=options["reorder_window"],
         queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
         sample_interval_seconds=options["sample_interval"],

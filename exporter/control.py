@@ -1,5 +1,5 @@
-"""Remote control, off the event thread: ask new workers for their queues, and
-(optionally) broadcast ``enable_events`` on a clock.
+"""Remote control, off the event thread: ask each worker for its queues and its pool
+(``active_queues``, ``stats``), and (optionally) broadcast ``enable_events`` on a clock.
 
 A worker consuming exactly one queue tells us the queue of every task it runs, which
 task events other than ``task-sent`` do not carry. Each inspect is a broadcast answered
@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
@@ -49,11 +51,41 @@ class WorkerQueues:
 
 
 # A worker announces itself (worker-online) before it listens for control commands: ask
-# shortly after, retry unanswered requests with backoff, and refresh answers now and then
-# (queues can change at runtime with add_consumer/cancel_consumer).
+# shortly after, retry unanswered requests with backoff, and ask again every
+# ``inspect_interval`` (queues change with add_consumer; memory and busy processes move).
 FIRST_ASK_DELAY_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
-REFRESH_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """From a worker's ``stats`` reply."""
+
+    pool_size: int | None  # pool.max-concurrency
+    prefetch_count: int | None
+    max_rss_bytes: float | None  # rusage.maxrss (KiB) of the worker's main process
+
+
+def parse_stats(reply: Any) -> WorkerStats | None:
+    if not isinstance(reply, dict):
+        return None
+    pool = _dict(reply.get("pool"))
+    maxrss = _int(_dict(reply.get("rusage")).get("maxrss"))
+    return WorkerStats(
+        pool_size=_int(pool.get("max-concurrency")),
+        prefetch_count=_int(reply.get("prefetch_count")),
+        max_rss_bytes=None if maxrss is None else maxrss * 1024.0,
+    )
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 class ControlThread:
@@ -65,8 +97,12 @@ class ControlThread:
         inspect_timeout: float,
         enable_events_interval: float,
         clock: Callable[[], float] = time.time,
+        inspect_interval: float = 30.0,
     ) -> None:
         self.app = app
+        self.inspect_interval = inspect_interval
+        # hostname -> its latest stats reply, read by the collector
+        self.stats: dict[str, WorkerStats] = {}
         self.worker_queues = worker_queues
         self.health = health
         self.inspect_timeout = max(1.0, inspect_timeout)
@@ -89,6 +125,7 @@ class ControlThread:
         with self._lock:
             self._due.pop(hostname, None)
         self.worker_queues.forget(hostname)
+        self.stats.pop(hostname, None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -128,30 +165,42 @@ class ControlThread:
 
     def _ask(self, hostname: str) -> None:
         answered = self._inspect_queues(hostname)
+        if answered:
+            self._inspect_stats(hostname)
         now = self.clock()
         with self._lock:
             entry = self._due.get(hostname)
             if entry is None:  # forgotten meanwhile
                 return
             if answered:
-                self._due[hostname] = (now + REFRESH_SECONDS, 1.0)
+                self._due[hostname] = (now + self.inspect_interval, 1.0)
             else:
                 retry = entry[1]
                 self._due[hostname] = (now + retry, min(retry * 2, RETRY_MAX_SECONDS))
 
-    def _inspect_queues(self, hostname: str) -> bool:
+    def _inspect(self, hostname: str, method: str) -> Any:
+        """One inspect request answered by this worker alone; None without an answer."""
         try:
             with self.app.connection_for_write() as conn:
-                replies = self.app.control.inspect(
+                inspect = self.app.control.inspect(
                     destination=[hostname],
                     timeout=self.inspect_timeout,
                     limit=1,
                     connection=conn,
-                ).active_queues()
+                )
+                replies = getattr(inspect, method)()
         except Exception as exc:
-            log.debug("active_queues for %s failed: %s", hostname, redact_text(str(exc)))
-            return False
-        reply = (replies or {}).get(hostname)
+            log.debug("%s for %s failed: %s", method, hostname, redact_text(str(exc)))
+            return None
+        return (replies or {}).get(hostname)
+
+    def _inspect_stats(self, hostname: str) -> None:
+        stats = parse_stats(self._inspect(hostname, "stats"))
+        if stats is not None:
+            self.stats[hostname] = stats
+
+    def _inspect_queues(self, hostname: str) -> bool:
+        reply = self._inspect(hostname, "active_queues")
         if not isinstance(reply, list):
             return False  # no answer (e.g. a solo worker busy with a task): unknown, not empty
         names = tuple(

@@ -42,6 +42,8 @@ from exporter.web import ExporterHTTPServer
 log = logging.getLogger(__name__)
 
 CLOCK_TICK_SECONDS = 1.0
+# Running tasks per name take an O(tracked tasks) scan: every 5 ticks.
+RUNNING_REFRESH_TICKS = 5
 
 
 class _Collect(Collector):
@@ -76,6 +78,7 @@ class Exporter:
             self.health,
             settings.inspect_timeout_seconds,
             settings.enable_events_interval_seconds,
+            inspect_interval=settings.inspect_interval_seconds,
         )
         self.task_metrics = TaskMetrics(settings.runtime_buckets, settings.queue_wait_buckets)
         tracker = TaskTracker(
@@ -104,7 +107,12 @@ class Exporter:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collect(self.task_metrics.collect, self.dispatcher.lock))
-        self.registry.register(_Collect(WorkerCollector(self.workers, self.worker_queues).collect))
+        self.registry.register(
+            _Collect(lambda: TaskMetrics.running_families(self.dispatcher.running))
+        )
+        self.registry.register(
+            _Collect(WorkerCollector(self.workers, self.worker_queues, self.control.stats).collect)
+        )
         self.registry.register(_Collect(self.health.collect, self.dispatcher.lock))
         self.registry.register(
             _Collect(QueueCollector(self.queue_sampler, self.worker_queues, self.workers).collect)
@@ -113,6 +121,7 @@ class Exporter:
         self.http: ExporterHTTPServer | None = None
         self._stop = threading.Event()
         self._hint = LogOnce(log)
+        self._ticks = 0
 
     def ready(self) -> tuple[bool, str]:
         if self.consumer.consuming.is_set():
@@ -162,6 +171,10 @@ class Exporter:
                 hostname,
             )
         self.dispatcher.housekeeping(now)
+        self._ticks += 1
+        if self._ticks % RUNNING_REFRESH_TICKS == 0:
+            live = {w.hostname for w in self.workers.snapshot() if w.up}
+            self.dispatcher.refresh_running(live)
 
     def run_forever(self) -> None:
         while not self._stop.wait(CLOCK_TICK_SECONDS):

@@ -60,6 +60,8 @@ class Settings:
     reconnect_max_backoff_seconds: float = 10.0
     enable_events_interval_seconds: float = 0.0
     inspect_timeout_seconds: float = 1.0
+    # Each worker is asked for its queues and stats this often (one reply each).
+    inspect_interval_seconds: float = 30.0
     event_exchange: str = "celeryev"
     # Queue sampling (sources/): which queues besides the discovered ones, how often.
     queues: tuple[str, ...] = ()

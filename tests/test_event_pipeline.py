@@ -640,3 +640,46 @@ def test_decoding_accepts_what_celerys_encoder_can_produce() -> None:
     events = decode_events(b'[{"type": "x", "v": NaN, "s": "\\ud800"}]', "application/json")
     assert events[0]["type"] == "x" and events[0]["s"] == "\ud800"
     assert decode_events('{"type": "y"}', None) == [{"type": "y"}]
+
+
+def test_running_tasks_per_name_on_live_workers(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    t = clock.now
+    for host in ("w1@h", "w2@h"):
+        feed(exp, {"type": "worker-heartbeat", "hostname": host, "freq": 2.0, "active": 1})
+    for uuid, host, started in (
+        ("a", "w1@h", t - 300),
+        ("b", "w1@h", t - 100),
+        ("c", "w2@h", t - 900),
+    ):
+        feed(
+            exp,
+            {
+                "type": "task-received",
+                "uuid": uuid,
+                "name": "app.long",
+                "hostname": host,
+                "timestamp": started,
+            },
+            {"type": "task-started", "uuid": uuid, "hostname": host, "timestamp": started},
+        )
+    for _ in range(5):
+        exp.tick()
+    s = samples(exp)
+    assert value(s, "celery_task_running", name="app.long") == 3
+    assert (
+        value(s, "celery_task_oldest_running_start_timestamp_seconds", name="app.long") == t - 900
+    )
+    # w2 dies without a word: its task no longer counts as running once it is down.
+    clock.now += 10.0
+    feed(exp, {"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0, "active": 2})
+    feed(exp, {"type": "task-succeeded", "uuid": "a", "hostname": "w1@h", "runtime": 1.0})
+    clock.now += 0.5
+    for _ in range(5):
+        exp.tick()
+    s = samples(exp)
+    assert value(s, "celery_worker_up", hostname="w2@h") == 0
+    assert value(s, "celery_task_running", name="app.long") == 1
+    assert (
+        value(s, "celery_task_oldest_running_start_timestamp_seconds", name="app.long") == t - 100
+    )

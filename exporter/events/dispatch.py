@@ -54,6 +54,8 @@ class EventDispatcher:
         # consumer thread, scrapes and housekeeping read them from others.
         self.lock = threading.Lock()
         self._log_once = LogOnce(log)
+        # Per task name: (running, oldest start), refreshed by housekeeping (an O(n) scan).
+        self.running: dict[str, tuple[int, float]] = {}
 
     def on_message(self, body: bytes | str, content_type: str | None) -> None:
         now = self.clock()
@@ -150,6 +152,11 @@ class EventDispatcher:
     def sent_at(self, uuid: str) -> float | None:
         with self.lock:
             return self.tasks.tracker.sent_at(uuid)
+
+    def refresh_running(self, live_workers: set[str]) -> None:
+        """Recount running tasks per name (tasks on workers that went down do not count)."""
+        with self.lock:
+            self.running = self.tasks.tracker.running(live_workers)
 
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""

@@ -126,6 +126,7 @@ class TaskEventHandler:
         task = self.tracker.touch(uuid, now)
         started_at = event_time(event, now)
         task.started_at = started_at
+        task.started_by = hostname
         labels = self._labels(task, hostname)
         self.metrics.started.inc(labels)
         became_ready = task.sent_at if task.sent_at is not None else task.received_at

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.metrics.counting import LabelledCounter, LabelledHistogram
 
@@ -87,3 +87,22 @@ class TaskMetrics:
     def collect(self) -> Iterator[Metric]:
         for metric in self.all:
             yield metric.family()
+
+    @staticmethod
+    def running_families(running: dict[str, tuple[int, float]]) -> Iterator[Metric]:
+        count = GaugeMetricFamily(
+            "celery_task_running",
+            "Tasks started and not finished, on workers that are up (refreshed every 5 s).",
+            labels=["name"],
+        )
+        oldest = GaugeMetricFamily(
+            "celery_task_oldest_running_start_timestamp_seconds",
+            "When the longest-running task of this name started (the worker's clock); "
+            "time() minus this is how long it has been running.",
+            labels=["name"],
+        )
+        for name, (n, started) in sorted(running.items()):
+            count.add_metric([name], float(n))
+            oldest.add_metric([name], started)
+        yield count
+        yield oldest

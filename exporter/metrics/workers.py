@@ -10,14 +10,17 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.control import WorkerQueues
-from exporter.state.worker_registry import WorkerRegistry
+from exporter.control import WorkerQueues, WorkerStats
+from exporter.state.worker_registry import WorkerRegistry, WorkerSnapshot
 
 
 class WorkerCollector:
-    def __init__(self, registry: WorkerRegistry, queues: WorkerQueues) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, queues: WorkerQueues, stats: dict[str, WorkerStats]
+    ) -> None:
         self.registry = registry
         self.queues = queues
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
         workers = self.registry.snapshot()
@@ -93,3 +96,42 @@ class WorkerCollector:
             for queue_name in queue_names:
                 consumes.add_metric([hostname, queue_name], 1.0)
         yield consumes
+        yield from self._capacity(workers)
+
+    def _capacity(self, workers: list[WorkerSnapshot]) -> Iterator[Metric]:
+        pool = GaugeMetricFamily(
+            "celery_worker_pool_processes",
+            "Pool size: how many tasks the worker runs at once (stats: pool.max-concurrency).",
+            labels=["hostname"],
+        )
+        busy = GaugeMetricFamily(
+            "celery_worker_busy_processes",
+            "Pool processes running a task: the heartbeat's active tasks, capped at the pool "
+            "size (0 once down).",
+            labels=["hostname"],
+        )
+        prefetch = GaugeMetricFamily(
+            "celery_worker_prefetch_count",
+            "Messages the worker may hold unacknowledged (stats: prefetch_count).",
+            labels=["hostname"],
+        )
+        memory = GaugeMetricFamily(
+            "celery_worker_max_rss_bytes",
+            "Peak resident memory of the worker's main process (stats: rusage.maxrss); "
+            "prefork children are not included.",
+            labels=["hostname"],
+        )
+        stats = dict(self.stats)
+        for w in workers:
+            s = stats.get(w.hostname)
+            if s is None:
+                continue
+            labels = [w.hostname]
+            if s.pool_size is not None:
+                pool.add_metric(labels, float(s.pool_size))
+                busy.add_metric(labels, float(min(w.active, s.pool_size)) if w.up else 0.0)
+            if s.prefetch_count is not None:
+                prefetch.add_metric(labels, float(s.prefetch_count))
+            if s.max_rss_bytes is not None:
+                memory.add_metric(labels, s.max_rss_bytes)
+        yield from (pool, busy, prefetch, memory)

@@ -19,9 +19,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from exporter.labels import UNKNOWN
+
 
 class TrackedTask:
-    __slots__ = ("due_at", "name", "queue", "received_at", "sent_at", "started_at", "touched")
+    __slots__ = (
+        "due_at",
+        "name",
+        "queue",
+        "received_at",
+        "sent_at",
+        "started_at",
+        "started_by",
+        "touched",
+    )
 
     def __init__(self, touched: float) -> None:
         self.name: str | None = None
@@ -31,6 +42,7 @@ class TrackedTask:
         # ETA/countdown as an epoch timestamp: the task is not "waiting" before it.
         self.due_at: float | None = None
         self.started_at: float | None = None
+        self.started_by: str | None = None  # the worker running it
         self.touched = touched
 
 
@@ -97,6 +109,18 @@ class TaskTracker:
             if len(finished) > self.max_finished:
                 finished.popitem(last=False)
         return task
+
+    def running(self, live_workers: set[str]) -> dict[str, tuple[int, float]]:
+        """Per task name: (tasks running on live workers, start time of the oldest). O(n)."""
+        result: dict[str, tuple[int, float]] = {}
+        for task in self._tasks.values():
+            started = task.started_at
+            if started is None or task.started_by not in live_workers:
+                continue
+            name = task.name or UNKNOWN
+            count, oldest = result.get(name, (0, started))
+            result[name] = (count + 1, min(oldest, started))
+        return result
 
     def expire(self, now: float) -> int:
         """Evict tasks untouched for longer than the maximum age; returns how many."""
