@@ -206,6 +206,13 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     "workers started without -E (or restarted) send task events; 0 disables.",
 )
 @click.option(
+    "--app",
+    "app_spec",
+    default=None,
+    help="Your Celery app as module:attribute (importable by the exporter), to read its "
+    "beat_schedule and export each entry's interval. Optional.",
+)
+@click.option(
     "--queues",
     "queues",
     default="",
@@ -269,6 +276,13 @@ def command(**options: Any) -> None:
     from exporter.logs import configure_logging
 
     settings = build_settings(options)
+    if settings.app is not None:
+        from exporter.beat_schedule import AppNotFound, load_app
+
+        try:
+            load_app(settings.app)
+        except AppNotFound as exc:
+            raise click.BadParameter(str(exc), param_hint="'--app'") from None
     configure_logging(settings.log_level, settings.log_format)
     run(settings)
 
@@ -299,6 +313,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         inspect_timeout_seconds=options["inspect_timeout"],
         inspect_interval_seconds=options["inspect_interval"],
         reorder_window_seconds=options["reorder_window"],
+        app=options["app_spec"] or None,
         queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
         sample_interval_seconds=options["sample_interval"],
         sample_timeout_seconds=options["sample_timeout"],

@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.beat_schedule import load_app, read_schedule
 from exporter.broker import make_app
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
@@ -28,7 +29,7 @@ from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
 from exporter.metrics.queues import QueueCollector
-from exporter.metrics.tasks import TaskMetrics
+from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
 from exporter.metrics.workers import WorkerCollector
 from exporter.redact import redact_url
 from exporter.settings import Settings
@@ -110,6 +111,12 @@ class Exporter:
         self.registry.register(
             _Collect(lambda: TaskMetrics.running_families(self.dispatcher.running))
         )
+        arrivals = self.dispatcher.tasks.arrivals
+        self.registry.register(
+            _Collect(lambda: arrival_families(arrivals.stats()), self.dispatcher.lock)
+        )
+        self.schedule = read_schedule(load_app(settings.app)) if settings.app else []
+        self.registry.register(_Collect(lambda: schedule_families(self.schedule)))
         self.registry.register(
             _Collect(WorkerCollector(self.workers, self.worker_queues, self.control.stats).collect)
         )

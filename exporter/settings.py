@@ -63,6 +63,8 @@ class Settings:
     # Each worker is asked for its queues and stats this often (one reply each).
     inspect_interval_seconds: float = 30.0
     event_exchange: str = "celeryev"
+    # The user's Celery app ("module:attribute"), for its beat schedule.
+    app: str | None = None
     # Queue sampling (sources/): which queues besides the discovered ones, how often.
     queues: tuple[str, ...] = ()
     sample_interval_seconds: float = 5.0

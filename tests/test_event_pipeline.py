@@ -683,3 +683,89 @@ def test_running_tasks_per_name_on_live_workers(clock: Clock) -> None:
     assert (
         value(s, "celery_task_oldest_running_start_timestamp_seconds", name="app.long") == t - 100
     )
+
+
+def test_arrival_rhythm_and_senders_show_a_second_beat(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    t = clock.now
+
+    def sent(uuid: str, at: float, sender: str) -> dict[str, Any]:
+        return {
+            "type": "task-sent",
+            "uuid": uuid,
+            "name": "beat.tick",
+            "queue": "celery",
+            "hostname": sender,
+            "retries": 0,
+            "timestamp": at,
+        }
+
+    for i in range(5):
+        feed(exp, sent(f"a{i}", t + 60 * i, "gen11@beat-1"))
+    s = samples(exp)
+    assert value(s, "celery_task_last_arrival_timestamp_seconds", name="beat.tick") == t + 240
+    assert value(s, "celery_task_arrival_interval_seconds", name="beat.tick") == 60
+    assert value(s, "celery_task_senders", name="beat.tick") == 1
+    # A second beat starts, 30 s out of phase: arrivals every 30 s from two senders.
+    for i in range(5, 20):
+        feed(
+            exp,
+            sent(f"a{i}", t + 60 * i, "gen11@beat-1"),
+            sent(f"b{i}", t + 60 * i + 30, "gen22@beat-2"),
+        )
+    s = samples(exp)
+    assert value(s, "celery_task_arrival_interval_seconds", name="beat.tick") == 30
+    assert value(s, "celery_task_senders", name="beat.tick") == 2
+    # A retry is not an arrival.
+    feed(exp, {**sent("a19", t + 5000, "gen33@worker"), "retries": 1})
+    s = samples(exp)
+    assert value(s, "celery_task_last_arrival_timestamp_seconds", name="beat.tick") == (
+        t + 60 * 19 + 30
+    )
+
+
+def test_arrivals_without_task_sent_come_from_first_delivery(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    t = clock.now
+    for i in range(3):
+        feed(
+            exp,
+            {
+                "type": "task-received",
+                "uuid": f"r{i}",
+                "name": "app.poll",
+                "hostname": "w1@h",
+                "retries": 0,
+                "timestamp": t + 10 * i,
+            },
+        )
+    s = samples(exp)
+    assert value(s, "celery_task_arrival_interval_seconds", name="app.poll") == 10
+    assert value(s, "celery_task_senders", name="app.poll") is None
+
+
+def test_beat_schedule_intervals() -> None:
+    from datetime import timedelta
+
+    from celery import Celery
+    from celery.schedules import crontab, schedule
+
+    from exporter.beat_schedule import read_schedule
+
+    app = Celery("sched", set_as_current=False)
+    app.conf.beat_schedule = {
+        "every-10s": {"task": "app.a", "schedule": 10.0},
+        "every-2m": {"task": "app.b", "schedule": timedelta(minutes=2)},
+        "every-42s": {"task": "app.c", "schedule": schedule(timedelta(seconds=42))},
+        "five-minutes": {"task": "app.d", "schedule": crontab(minute="*/5")},
+        "nightly": {"task": "app.e", "schedule": crontab(minute=30, hour=3)},
+        "broken": {"schedule": 5},
+    }
+    got = {(e.entry, e.task): e.interval_seconds for e in read_schedule(app)}
+    assert got == {
+        ("every-10s", "app.a"): 10.0,
+        ("every-2m", "app.b"): 120.0,
+        ("every-42s", "app.c"): 42.0,
+        ("five-minutes", "app.d"): 300.0,
+        ("nightly", "app.e"): 86400.0,
+    }

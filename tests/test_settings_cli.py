@@ -41,6 +41,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--worker-purge-after", "-1"], "--worker-purge-after"),
         (["--max-tracked-tasks", "zero"], "--max-tracked-tasks"),
         (["--log-format", "xml"], "--log-format"),
+        (["--app", "no_such_module_anywhere:app"], "--app"),
+        (["--sample-interval", "0"], "--sample-interval"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from exporter.labels import UNKNOWN, cached_label
 from exporter.metrics.tasks import TaskMetrics
+from exporter.state.arrivals import ArrivalTracker
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
 Event = dict[str, Any]
@@ -72,6 +73,7 @@ class TaskEventHandler:
         self.queue_of_worker = queue_of_worker
         # Queues named by task-sent events since the sampler last asked (queue discovery).
         self.queues_seen: set[str] = set()
+        self.arrivals = ArrivalTracker()
 
     def handlers(self) -> dict[str, TaskHandler]:
         """Event type -> handler(event, uuid, hostname, now); uuid is already validated."""
@@ -102,11 +104,14 @@ class TaskEventHandler:
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
         task.name = cached_label(event.get("name"))
         task.queue = cached_label(event.get("queue"))
-        task.sent_at = event_time(event, now)
+        sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
         # A retry is sent again with the same uuid: its previous start is history.
         task.started_at = None
         self.metrics.sent.inc((task.name, task.queue))
+        if not event.get("retries"):
+            sender = event.get("hostname")
+            self.arrivals.arrive(task.name, sent_at, sender if type(sender) is str else None)
         if len(self.queues_seen) < MAX_QUEUES_SEEN:
             self.queues_seen.add(task.queue)
 
@@ -116,6 +121,8 @@ class TaskEventHandler:
         if name is not None or task.name is None:
             task.name = cached_label(name)
         task.received_at = event_time(event, now)
+        if task.sent_at is None and not event.get("retries"):
+            self.arrivals.arrive(task.name, task.received_at, None)
         eta = parse_eta(event.get("eta"))
         if eta is not None:
             task.due_at = eta

@@ -14,7 +14,9 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.beat_schedule import ScheduleEntry
 from exporter.metrics.counting import LabelledCounter, LabelledHistogram
+from exporter.state.arrivals import ArrivalStats
 
 WORKER_LABELS = ("name", "hostname", "queue_name")
 
@@ -106,3 +108,43 @@ class TaskMetrics:
             oldest.add_metric([name], started)
         yield count
         yield oldest
+
+
+def arrival_families(stats: dict[str, ArrivalStats]) -> Iterator[Metric]:
+    last = GaugeMetricFamily(
+        "celery_task_last_arrival_timestamp_seconds",
+        "When a task of this name last arrived: its task-sent timestamp, or its first "
+        "task-received when producers send no task-sent (retries excluded).",
+        labels=["name"],
+    )
+    interval = GaugeMetricFamily(
+        "celery_task_arrival_interval_seconds",
+        "Median gap between the last 16 arrivals of this task name. For a periodic task "
+        "this is its learned rhythm: it halves when beat runs twice.",
+        labels=["name"],
+    )
+    senders = GaugeMetricFamily(
+        "celery_task_senders",
+        "Distinct producers (task-sent hostnames, one per process) among the last 16 "
+        "arrivals. A periodic task sent by 2 means two beats.",
+        labels=["name"],
+    )
+    for name, st in sorted(stats.items()):
+        last.add_metric([name], st.last)
+        if st.interval is not None:
+            interval.add_metric([name], st.interval)
+        if st.senders:
+            senders.add_metric([name], float(st.senders))
+    yield from (last, interval, senders)
+
+
+def schedule_families(entries: list[ScheduleEntry]) -> Iterator[Metric]:
+    interval = GaugeMetricFamily(
+        "celery_beat_schedule_interval_seconds",
+        "Interval between two runs of a beat schedule entry, read from the app given with "
+        "--app (crontabs: the gap between their next two runs).",
+        labels=["entry", "name"],
+    )
+    for e in entries:
+        interval.add_metric([e.entry, e.task], e.interval_seconds)
+    yield interval
