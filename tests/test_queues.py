@@ -11,6 +11,7 @@ import redis
 
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, value
+from tests.support.servers import RabbitMQServer
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 
@@ -192,6 +193,7 @@ def test_oldest_message_age_grows_from_task_sent(
 
 
 def test_rabbitmq_missing_queue_does_not_break_the_next(
+    rabbitmq_server: RabbitMQServer,
     rabbitmq_url: str,
     exporter_factory: Callable[..., ExporterProcess],
     producer_factory: Callable[..., Producer],
@@ -199,9 +201,24 @@ def test_rabbitmq_missing_queue_does_not_break_the_next(
     producer = producer_factory(rabbitmq_url, send_sent_event=False)
     for i in range(3):
         producer.send("tests.add", args=(i, i), queue="real")
+    vhost = rabbitmq_url.rsplit("/", 1)[1]
+
+    def broker_view() -> str:
+        listed = rabbitmq_server.rabbitmqctl(
+            "list_queues", "-p", vhost, "--no-table-headers", "--quiet",
+            "name", "messages_ready", "messages_unacknowledged",
+        )  # fmt: skip
+        # The exporter's own (exclusive, auto-deleted) event queue is not a task queue.
+        lines = [ln for ln in listed.stdout.splitlines() if not ln.startswith("celeryev.")]
+        return "\n".join(sorted(lines))
+
+    before = broker_view()
+    assert "real\t3\t0" in before
     exporter = exporter_factory(rabbitmq_url, *FAST, "--queues", "aaa_missing,real,zzz_missing")
     s = sampled(exporter, lambda s: value(s, "celery_queue_messages", queue_name="real") == 3)
     assert value(s, "celery_queue_messages", queue_name="aaa_missing") == 0
     assert value(s, "celery_queue_messages", queue_name="zzz_missing") == 0
     assert value(s, "celery_queue_broker_consumers", queue_name="real") == 0
     assert value(s, "celery_exporter_source_up", source="rabbitmq") == 1
+    # Sampling declared nothing and took nothing: the broker lists exactly the same queues.
+    assert broker_view() == before
