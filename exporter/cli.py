@@ -113,8 +113,9 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
     type=_KeyValue(),
     multiple=True,
-    help="A TLS option for rediss:// or amqps:// (repeatable): e.g. ssl_cert_reqs=required, "
-    "ca_certs=/etc/ssl/ca.pem (Redis) or cert_reqs=2 (AMQP).",
+    help="A TLS option (repeatable). rediss://: ssl_cert_reqs=required, "
+    "ssl_ca_certs=/etc/ssl/ca.pem; amqps://: cert_reqs=2, ca_certs=/etc/ssl/ca.pem, "
+    "server_hostname=broker.example.",
 )
 @click.option(
     "--log-level",

@@ -1,12 +1,13 @@
-"""Redis variants users run: Sentinel, TLS (rediss://), and a global key prefix."""
+"""Broker variants users run: Sentinel, TLS (rediss:// and amqps://), a global key prefix."""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.support.exporter import ExporterProcess
@@ -14,7 +15,8 @@ from tests.support.metrics import value
 from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess
 from tests.support.publish import publish_raw_events
-from tests.support.servers import RedisServer
+from tests.support.servers import RabbitMQServer, RedisServer
+from tests.support.tls import make_certificates
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 
@@ -73,67 +75,10 @@ def test_sentinel_broker(
         master.stop()
 
 
-def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
-    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca_crt),
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca_crt),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(crt),
-    )
-    return ca_crt, crt, key
-
-
 def test_rediss_with_certificate_verification(
     tmp_path: Path, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
-    ca, crt, key = _make_certificates(tmp_path)
+    ca, crt, key = make_certificates(tmp_path)
     port = free_port()
     server = ManagedProcess(
         ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
@@ -166,12 +111,89 @@ def test_rediss_with_certificate_verification(
         )
         wait_for(lambda: value(exporter.scrape(), "celery_worker_up", hostname="tls@test") == 1, 30)
         # Verification is really on: a server certificate from another CA is refused.
-        other_ca, _, _ = _make_certificates(tmp_path / "other")
+        other_ca, _, _ = make_certificates(tmp_path / "other")
         distrustful = exporter_factory(
             url, "--broker-ssl-option", "ssl_cert_reqs=required",
             "--broker-ssl-option", f"ssl_ca_certs={other_ca}", wait_ready=False,
         )  # fmt: skip
         wait_for(lambda: "certificate verify failed" in distrustful.log(), 30)
+        assert distrustful.status("/readyz") == 503
+        assert value(distrustful.scrape(), "celery_exporter_broker_up") == 0
+    finally:
+        server.stop()
+
+
+def _ssl_option_args(options: dict[str, object]) -> list[str]:
+    args: list[str] = []
+    for key, option in options.items():
+        args += ["--broker-ssl-option", f"{key}={option}"]
+    return args
+
+
+@pytest.mark.rabbitmq
+def test_amqps_with_certificate_verification(
+    tmp_path: Path,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    tls = make_certificates(tmp_path / "certs")
+    server = RabbitMQServer(tmp_path / "rabbitmq-tls", tls=tls)
+    server.start()
+    try:
+        url = server.tls_url()
+        # What kombu hands to py-amqp, which builds an ssl.SSLContext from it
+        # (amqp/transport.py, SSLTransport._wrap_socket_sni): trust only our CA, require a
+        # certificate (ssl.CERT_REQUIRED == 2), and check that it names 127.0.0.1.
+        ssl_options: dict[str, object] = {
+            "ca_certs": str(tls.cacert),
+            "cert_reqs": int(ssl.CERT_REQUIRED),
+            "server_hostname": "127.0.0.1",
+        }
+        exporter = exporter_factory(url, *_ssl_option_args(ssl_options), wait_ready=False)
+        wait_for(
+            lambda: exporter.status("/readyz") == 200, 30, message=lambda: exporter.log()[-3000:]
+        )
+        worker = worker_factory(
+            url, "amqps@test", extra_env={"TEST_BROKER_USE_SSL": json.dumps(ssl_options)}
+        )
+        worker.wait_ready()
+        exporter.wait_worker_queues("amqps@test")
+        producer = producer_factory(url, broker_use_ssl=ssl_options)
+        for i in range(3):
+            producer.send("tests.add", args=(i, i))
+
+        def succeeded() -> float | None:
+            return value(
+                exporter.scrape(),
+                "celery_task_succeeded_total",
+                name="tests.add",
+                hostname="amqps@test",
+                queue_name="celery",
+            )
+
+        wait_for(lambda: succeeded() == 3, 30, message=lambda: f"succeeded: {succeeded()}")
+        assert value(exporter.scrape(), "celery_exporter_broker_up") == 1
+
+        # Verification is really on: the same options with another CA are refused, and the
+        # exporter keeps retrying (and failing) rather than falling back to an unverified
+        # connection.
+        other = make_certificates(tmp_path / "other")
+        distrustful = exporter_factory(
+            url,
+            *_ssl_option_args({**ssl_options, "ca_certs": str(other.cacert)}),
+            "--reconnect-max-backoff", "1",
+            wait_ready=False,
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                (value(distrustful.scrape(), "celery_exporter_broker_connect_failures_total") or 0)
+                >= 2
+            ),
+            30,
+            message=lambda: distrustful.log()[-3000:],
+        )
+        assert "certificate verify failed" in distrustful.log()
         assert distrustful.status("/readyz") == 503
         assert value(distrustful.scrape(), "celery_exporter_broker_up") == 0
     finally:

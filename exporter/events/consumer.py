@@ -122,7 +122,9 @@ class EventConsumer:
         )
 
     def _consume(self, conn: Connection) -> None:
-        conn.ensure_connection(max_retries=1)
+        # One attempt: kombu's own retry would sleep 2 s between attempts, deaf to stop
+        # requests; run() owns the backoff.
+        conn.ensure_connection(max_retries=0)
         channel = conn.channel()
         consumer = Consumer(
             channel, queues=[self._queue(conn)], no_ack=True, on_message=self._handle

@@ -29,7 +29,7 @@ class RabbitMQQueueSource:
     def _channel_for_sampling(self) -> Any:
         if self._conn is None:
             self._conn = self.app.connection_for_read(connect_timeout=self.timeout)
-            self._conn.ensure_connection(max_retries=1)
+            self._conn.ensure_connection(max_retries=0)
         if self._channel is None:
             self._channel = self._conn.channel()
         return self._channel

@@ -9,6 +9,9 @@ Configured only from the environment, so each worker subprocess gets its own bro
   ``task_routes = {name: {"queue": queue}}``.
 - ``TEST_BROKER_TRANSPORT_OPTIONS``: JSON object passed as ``broker_transport_options``
   (e.g. ``{"global_keyprefix": "x:"}``); default none.
+- ``TEST_BROKER_USE_SSL``: JSON object passed as ``broker_use_ssl``, the TLS options of an
+  ``amqps://`` or ``rediss://`` broker (e.g. ``{"ca_certs": "/ca.pem", "cert_reqs": 2}`` for
+  py-amqp); default none (Celery's default, ``False``).
 
 Results are ignored: no result backend is configured.
 """
@@ -50,6 +53,7 @@ app.conf.update(
     task_send_sent_event=os.environ.get("TEST_SEND_SENT_EVENT", "0") == "1",
     task_routes={name: {"queue": queue} for name, queue in _json_env("TEST_TASK_ROUTES").items()},
     broker_transport_options=_json_env("TEST_BROKER_TRANSPORT_OPTIONS"),
+    broker_use_ssl=_json_env("TEST_BROKER_USE_SSL") or False,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
@@ -82,6 +86,20 @@ def retry_once(self: Task, key: str) -> str:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="tests.wait_for_file")
+def wait_for_file(path: str, timeout: float = 60.0) -> bool:
+    """Run until ``path`` exists (or ``timeout`` passes): a task the test ends when it wants.
+
+    Returns whether the file appeared.
+    """
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @app.task(name="tests.reject", acks_late=True)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from redis.retry import Retry
 
 from tests.support.ports import free_port, port_is_open
 from tests.support.processes import ManagedProcess, tail
+from tests.support.tls import TlsFiles
 from tests.support.waiting import wait_for
 
 
@@ -207,15 +209,31 @@ class RabbitMQServer(_Server):
     Nothing is shared with a system RabbitMQ: own epmd port, own Erlang cookie (HOME=workdir),
     own node name ``rabbit-<port>@localhost``, own config/log/data directories, no plugins.
     User ``guest``/``guest`` works because clients connect from localhost.
+
+    With ``tls`` (see ``tests.support.tls.make_certificates``) the node also listens for
+    AMQP over TLS on 127.0.0.1:``tls_port`` (``tls_url()``), presenting ``tls.cert``. It
+    asks clients for no certificate (``verify_none``); verifying the server is up to them.
     """
 
     BOOT_TIMEOUT = 90.0
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        tls_port: int | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.bin_dir = _rabbitmq_bin_dir()
         self.epmd_binary = _require_binary("epmd")
         self.port = port if port is not None else free_port()
+        self.tls = tls
+        self._tls_port: int | None = None
+        if tls is not None:
+            self._tls_port = tls_port if tls_port is not None else free_port()
+        elif tls_port is not None:
+            raise ValueError("tls_port needs tls (the certificate files)")
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.nodename = f"rabbit-{self.port}@localhost"
@@ -232,6 +250,17 @@ class RabbitMQServer(_Server):
     def url(self, vhost: str = "/") -> str:
         """``amqp://guest:guest@127.0.0.1:P//`` for the default vhost, ``.../<vhost>`` else."""
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
+
+    @property
+    def tls_port(self) -> int:
+        """The AMQP-over-TLS port; only for a server made with ``tls``."""
+        if self._tls_port is None:
+            raise RuntimeError("this RabbitMQServer has no TLS listener (pass tls=...)")
+        return self._tls_port
+
+    def tls_url(self, vhost: str = "/") -> str:
+        """``amqps://guest:guest@127.0.0.1:<tls_port>/<vhost>`` (``//`` for the default)."""
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}/{vhost}"
 
     @property
     def running(self) -> bool:
@@ -309,7 +338,19 @@ class RabbitMQServer(_Server):
             # block every publisher with a disk alarm.
             "disk_free_limit.absolute = 1MB\n"
             "log.file.level = info\n"
-            "log.console = false\n"
+            "log.console = false\n" + self._tls_config()
+        )
+
+    def _tls_config(self) -> str:
+        if self.tls is None:
+            return ""
+        return (
+            f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {self.tls.cacert}\n"
+            f"ssl_options.certfile = {self.tls.cert}\n"
+            f"ssl_options.keyfile = {self.tls.key}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -347,14 +388,25 @@ class RabbitMQServer(_Server):
 
         wait_for(ready, timeout, message=f"epmd did not listen on 127.0.0.1:{self.epmd_port}")
 
-    def _amqp_connects(self) -> bool:
+    def _amqp_connects(self, tls: bool = False) -> bool:
         # py-amqp directly: kombu's Connection.connect() sleeps 2 s before its retry.
+        # Over TLS, check the certificate too: a listener that cannot load its files still
+        # accepts TCP connections, and fails only the handshake.
+        ssl_options: dict[str, Any] | bool = False
+        if tls:
+            assert self.tls is not None
+            ssl_options = {
+                "ca_certs": str(self.tls.cacert),
+                "cert_reqs": ssl.CERT_REQUIRED,
+                "server_hostname": "127.0.0.1",
+            }
         conn = amqp.Connection(
-            host=f"127.0.0.1:{self.port}",
+            host=f"127.0.0.1:{self.tls_port if tls else self.port}",
             userid="guest",
             password="guest",
             virtual_host="/",
             connect_timeout=2,
+            ssl=ssl_options,
         )
         try:
             conn.connect()
@@ -378,15 +430,14 @@ class RabbitMQServer(_Server):
                 raise AssertionError(
                     f"rabbitmq-server exited with code {node.returncode}:\n{self._logs()}"
                 )
-            return self._amqp_connects()
+            return self._amqp_connects() and (self.tls is None or self._amqp_connects(tls=True))
 
+        ports = str(self.port) if self.tls is None else f"{self.port} (TLS {self.tls_port})"
         wait_for(
             ready,
             timeout,
             interval=0.1,
-            message=lambda: (
-                f"RabbitMQ on port {self.port} refused AMQP connections:\n" + self._logs()
-            ),
+            message=lambda: f"RabbitMQ on port {ports} refused AMQP connections:\n" + self._logs(),
             ignore=(OSError, AMQPError),
         )
         # Vhosts live in the node's database and survive a restart; nothing to redo here.
@@ -446,7 +497,7 @@ class RabbitMQServer(_Server):
             self._epmd.stop(timeout)
 
     def _wait_ports_closed(self) -> None:
-        ports = (self.port, self.dist_port, self.epmd_port)
+        ports = (self.port, self.dist_port, self.epmd_port, *self._tls_ports())
         wait_for(
             lambda: not any(port_is_open(p) for p in ports),
             15.0,
@@ -454,6 +505,9 @@ class RabbitMQServer(_Server):
                 f"ports still open after RabbitMQ stopped: {[p for p in ports if port_is_open(p)]}"
             ),
         )
+
+    def _tls_ports(self) -> tuple[int, ...]:
+        return () if self._tls_port is None else (self._tls_port,)
 
     # -- vhosts --------------------------------------------------------------------------------
 

@@ -193,7 +193,8 @@ class Producer:
     """An in-process Celery client that sends tasks by name (``send_task``).
 
     ``send_sent_event`` is the producer's ``task_send_sent_event``: only then does sending
-    publish ``task-sent``, with hostname ``gen<pid>@<host>``.
+    publish ``task-sent``, with hostname ``gen<pid>@<host>``. ``broker_use_ssl`` is Celery's
+    setting of that name: the TLS options of an ``amqps://`` or ``rediss://`` broker.
     """
 
     def __init__(
@@ -202,6 +203,7 @@ class Producer:
         send_sent_event: bool = True,
         task_routes: Mapping[str, str] | None = None,
         broker_transport_options: Mapping[str, Any] | None = None,
+        broker_use_ssl: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = Celery("tests-producer", broker=broker_url, set_as_current=False)
         self.app.conf.update(
@@ -210,6 +212,7 @@ class Producer:
             task_send_sent_event=send_sent_event,
             task_routes={name: {"queue": q} for name, q in (task_routes or {}).items()},
             broker_transport_options=dict(broker_transport_options or {}),
+            broker_use_ssl=dict(broker_use_ssl) if broker_use_ssl is not None else False,
             broker_connection_retry_on_startup=True,
         )
 

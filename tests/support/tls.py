@@ -1,0 +1,50 @@
+"""Throwaway TLS material for test servers, made with the ``openssl`` command line tool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+
+class TlsFiles(NamedTuple):
+    """PEM files: the CA certificate, and the server certificate it signed with its key.
+
+    A tuple, so ``ca, crt, key = make_certificates(directory)`` works.
+    """
+
+    cacert: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_certificates(directory: Path) -> TlsFiles:
+    """A new CA (``/CN=test-ca``) and a server certificate for 127.0.0.1 and localhost.
+
+    The server certificate carries ``subjectAltName=IP:127.0.0.1,DNS:localhost``, so clients
+    that check the host name accept it for either. Every call makes a new CA: certificates
+    from two calls do not trust each other. Keys are unencrypted RSA 2048; both certificates
+    are valid for 2 days.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=test-ca", "-keyout", str(ca_key), "-out", str(ca_crt),
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt),
+    )  # fmt: skip
+    return TlsFiles(cacert=ca_crt, cert=crt, key=key)
