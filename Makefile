@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-packages:
-	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus
 
 lint: venv
 	$(BIN)/ruff check exporter tests bench deploy/demo
