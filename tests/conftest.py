@@ -187,10 +187,14 @@ def exporter_factory(
     exporters: list[ExporterProcess] = []
 
     def make(
-        broker_url: str, *args: str, wait_ready: bool = True, broker_url_in_env: bool = False
+        broker_url: str,
+        *args: str,
+        wait_ready: bool = True,
+        broker_url_in_env: bool = False,
+        env: dict[str, str] | None = None,
     ) -> ExporterProcess:
         exporter = ExporterProcess(
-            broker_url, tmp_path / "exporters", args, broker_url_in_env=broker_url_in_env
+            broker_url, tmp_path / "exporters", args, broker_url_in_env=broker_url_in_env, env=env
         )
         exporters.append(exporter)
         return exporter.start(wait_ready=wait_ready)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -222,3 +223,28 @@ def test_rabbitmq_missing_queue_does_not_break_the_next(
     assert value(s, "celery_exporter_source_up", source="rabbitmq") == 1
     # Sampling declared nothing and took nothing: the broker lists exactly the same queues.
     assert broker_view() == before
+
+
+def test_reserved_messages_of_running_acks_late_tasks(
+    redis_url: str,
+    tmp_path: Path,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    exporter = exporter_factory(redis_url, *FAST)
+    worker = worker_factory(redis_url, "late@test", pool="prefork", concurrency=2)
+    worker.wait_ready()
+    producer = producer_factory(redis_url, send_sent_event=True)
+    release = tmp_path / "release"
+    for _ in range(2):
+        producer.send("tests.wait_for_file_acks_late", args=(str(release), 60))
+    # Running acks_late tasks stay in the unacked hash until they finish.
+    s = sampled(
+        exporter, lambda s: value(s, "celery_queue_reserved_messages", queue_name="celery") == 2
+    )
+    assert value(s, "celery_queue_messages", queue_name="celery") == 0
+    release.touch()
+    sampled(
+        exporter, lambda s: value(s, "celery_queue_reserved_messages", queue_name="celery") == 0
+    )

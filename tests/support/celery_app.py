@@ -9,6 +9,8 @@ Configured only from the environment, so each worker subprocess gets its own bro
   ``task_routes = {name: {"queue": queue}}``.
 - ``TEST_BROKER_TRANSPORT_OPTIONS``: JSON object passed as ``broker_transport_options``
   (e.g. ``{"global_keyprefix": "x:"}``); default none.
+- ``TEST_BEAT_SCHEDULE``: JSON object entry -> {"task", "every" (seconds), "args"}, the
+  ``beat_schedule`` (for tests that run ``celery beat``).
 - ``TEST_BROKER_USE_SSL``: JSON object passed as ``broker_use_ssl``, the TLS options of an
   ``amqps://`` or ``rediss://`` broker (e.g. ``{"ca_certs": "/ca.pem", "cert_reqs": 2}`` for
   py-amqp); default none (Celery's default, ``False``).
@@ -54,6 +56,14 @@ app.conf.update(
     task_routes={name: {"queue": queue} for name, queue in _json_env("TEST_TASK_ROUTES").items()},
     broker_transport_options=_json_env("TEST_BROKER_TRANSPORT_OPTIONS"),
     broker_use_ssl=_json_env("TEST_BROKER_USE_SSL") or False,
+    beat_schedule={
+        entry: {
+            "task": spec["task"],
+            "schedule": float(spec["every"]),
+            "args": tuple(spec.get("args", ())),
+        }
+        for entry, spec in _json_env("TEST_BEAT_SCHEDULE").items()
+    },
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
@@ -100,6 +110,12 @@ def wait_for_file(path: str, timeout: float = 60.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@app.task(name="tests.wait_for_file_acks_late", acks_late=True)
+def wait_for_file_acks_late(path: str, timeout: float = 60.0) -> bool:
+    """``wait_for_file`` acknowledged only when done: it sits in Redis' unacked hash."""
+    return bool(wait_for_file(path, timeout))
 
 
 @app.task(name="tests.reject", acks_late=True)

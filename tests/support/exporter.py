@@ -26,11 +26,12 @@ class ExporterProcess:
         logdir: Path,
         args: Sequence[str] = (),
         broker_url_in_env: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.port = free_port()
         self.log_path = logdir / f"exporter-{self.port}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         if broker_url_in_env:
             # As in a Kubernetes Secret: the URL never appears on the command line.
             env["CELERY_EXPORTER_BROKER_URL"] = broker_url
