@@ -24,7 +24,7 @@ system-packages:
 	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench deploy/demo
+	$(BIN)/ruff check exporter tests bench deploy/demo grafana
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 

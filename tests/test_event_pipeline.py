@@ -478,6 +478,7 @@ def test_offline_event_marks_down_and_restarts_count(clock: Clock) -> None:
     assert value(s, "celery_worker_up", hostname="w1@h") == 0
     assert value(s, "celery_worker_online_total", hostname="w1@h") == 3
     assert value(s, "celery_worker_offline_total", hostname="w1@h") == 3
+    assert value(s, "celery_worker_starts_total") == 3
 
 
 def test_worker_without_task_events_is_detected(clock: Clock) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from tests.support.exporter import ExporterProcess
-from tests.support.metrics import Samples, value
+from tests.support.metrics import Samples, label_values, value
 from tests.support.servers import RabbitMQServer
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
@@ -141,6 +141,8 @@ def test_routing_mismatch_shows_messages_and_no_consumer(
     assert value(s, "celery_queue_worker_consumers", queue_name="ml_processing") == 0
     assert value(s, "celery_queue_worker_consumers", queue_name="celery") == 1
     assert value(s, "celery_queue_messages", queue_name="celery") == 0
+    # Celery's event and remote-control queues (the exporter's own included) are not tasks'.
+    assert label_values(s, "celery_queue_messages", "queue_name") == {"celery", "ml_processing"}
     if broker_url.startswith("amqp"):
         assert value(s, "celery_queue_broker_consumers", queue_name="ml_processing") == 0
         assert value(s, "celery_queue_broker_consumers", queue_name="celery") == 1

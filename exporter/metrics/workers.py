@@ -84,8 +84,15 @@ class WorkerCollector:
                 events_enabled.add_metric(labels, 1.0 if w.task_events_enabled else 0.0)
         online = GaugeMetricFamily("celery_workers_online", "Workers currently up (heartbeating).")
         online.add_metric([], float(online_count))
+        starts = CounterMetricFamily(
+            "celery_worker_starts",
+            "worker-online events of all workers, including workers since forgotten: on "
+            "Kubernetes a restart loop of replaced pods (new hostnames) shows here.",
+        )
+        starts.add_metric([], float(self.registry.starts_total))
         yield from (up, heartbeat, interval, active, processed, onlines, offlines, events_enabled)
         yield online
+        yield starts
         consumes = GaugeMetricFamily(
             "celery_worker_queue_info",
             "1 for each queue the worker consumes, from its reply to an active_queues inspect "

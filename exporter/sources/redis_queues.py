@@ -23,6 +23,9 @@ from exporter.sources.base import BrokerSample, QueueSample
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 BINDING_PREFIX = "_kombu.binding."
+# Celery's own fanout exchanges: event receivers (ours included) and remote-control reply
+# queues are bound there; they are not task queues.
+NOT_TASK_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbox"})
 # Parsing every unacked message is O(n); past this many, only the total is exported.
 DEFAULT_UNACKED_SCAN_LIMIT = 10_000
 
@@ -130,6 +133,8 @@ class RedisQueueSource:
                 pipe.smembers(key)
             for key, members in zip(keys, pipe.execute(), strict=True):
                 exchange = _text(key)[len(self.prefix) + len(BINDING_PREFIX) :]
+                if exchange in NOT_TASK_EXCHANGES:
+                    continue
                 for member in members:
                     parts = _text(member).split(self.sep)
                     if len(parts) == 3 and parts[2]:

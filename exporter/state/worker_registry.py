@@ -64,6 +64,8 @@ class WorkerRegistry:
         self.purge_seconds = purge_seconds
         self._workers: dict[str, WorkerState] = {}
         self._lock = threading.Lock()
+        # Every worker-online, also of workers since forgotten (pods replaced under new names).
+        self.starts_total = 0
 
     def _get(self, hostname: str) -> WorkerState:
         worker = self._workers.get(hostname)
@@ -82,6 +84,7 @@ class WorkerRegistry:
         with self._lock:
             worker = self._get(hostname)
             worker.onlines += 1
+            self.starts_total += 1
             # A restarted worker starts its counters again: forget what we learnt.
             worker.processed_baseline = None
             worker.task_events_seen = False
