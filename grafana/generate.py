@@ -749,7 +749,7 @@ def overview() -> dict[str, Any]:
             "Dips of 'up' with matching bumps of 'down' are restarts or crashes.",
             targets(
                 (f"sum(celery_worker_up{{{W}}})", "up"),
-                (f"count(celery_worker_up{{{W}}} == 0)", "down"),
+                (f"count(celery_worker_up{{{W}}} == 0) or {ZERO}", "down"),
             ),
             "none",
             w=8,

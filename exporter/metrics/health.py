@@ -56,9 +56,11 @@ class ExporterHealth:
             "enable_events control commands broadcast to the workers.",
             (),
         )
-        # Unlabelled counters exist (at 0) from the start, so rate() works from the start.
+        # Counters exist (at 0) from the start, so rate() and increase() see the first one.
         self.connect_failures.inc((), 0.0)
         self.enable_events_sent.inc((), 0.0)
+        for reason in ("error", "watchdog"):
+            self.reconnects.inc((reason,), 0.0)
 
     def set_broker_up(self, up: bool, now: float) -> None:
         with self._lock:
