@@ -76,9 +76,11 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     return check
 
 
-@click.command(
+@click.group(
+    invoke_without_command=True,
     context_settings={"auto_envvar_prefix": ENV_PREFIX, "max_content_width": 100},
-    help="Export Celery task, worker and broker metrics to Prometheus.\n\n"
+    help="Export Celery task, worker and broker metrics to Prometheus (run without a command), "
+    "or diagnose a Celery cluster once (`diagnose`).\n\n"
     "Every option can also be set with the environment variable CELERY_EXPORTER_<OPTION> "
     "(for example CELERY_EXPORTER_BROKER_URL).",
 )
@@ -272,7 +274,10 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     callback=_positive("inspect-timeout"),
     help="Seconds to wait for a worker's reply to an inspect request (at least 1).",
 )
-def command(**options: Any) -> None:
+@click.pass_context
+def command(ctx: click.Context, /, **options: Any) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
     from exporter.daemon import run
     from exporter.logs import configure_logging
 
@@ -286,6 +291,97 @@ def command(**options: Any) -> None:
             raise click.BadParameter(str(exc), param_hint="'--app'") from None
     configure_logging(settings.log_level, settings.log_format)
     run(settings)
+
+
+@command.command(
+    "diagnose",
+    help="Connect, listen to events for a short window, sample the queues and ask the "
+    "workers, then print what is wrong and how to fix it. Exit code 0: healthy, 1: warnings, "
+    "2: critical findings. Reads only: never consumes, acknowledges or changes anything.",
+)
+@click.option(
+    "--broker-url",
+    envvar=f"{ENV_PREFIX}_BROKER_URL",
+    type=_Parsed("URL", parse_broker_url),
+    default="redis://localhost:6379/0",
+    show_default=True,
+    help="Celery broker, as for the daemon.",
+)
+@click.option(
+    "--broker-transport-option",
+    "transport_options",
+    envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
+    type=_KeyValue(),
+    multiple=True,
+    help="A kombu transport option, as for the daemon (repeatable).",
+)
+@click.option(
+    "--broker-ssl-option",
+    "ssl_options",
+    envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
+    type=_KeyValue(),
+    multiple=True,
+    help="A TLS option, as for the daemon (repeatable).",
+)
+@click.option(
+    "--queues",
+    envvar=f"{ENV_PREFIX}_QUEUES",
+    default="",
+    help="Comma-separated queues to check besides the discovered ones.",
+)
+@click.option(
+    "--listen",
+    type=float,
+    default=6.0,
+    show_default=True,
+    callback=_positive("listen"),
+    help="Seconds to listen to events (workers heartbeat every 2 s).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    callback=_positive("timeout"),
+    help="Seconds to wait for the broker to answer.",
+)
+@click.option(
+    "--backlog-threshold",
+    type=int,
+    default=100,
+    show_default=True,
+    callback=_positive("backlog-threshold"),
+    help="Ready messages from which a consumed queue counts as backed up.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A report for people, or JSON for scripts.",
+)
+def diagnose(**options: Any) -> int:
+    from exporter.diagnose.collect import observe
+    from exporter.diagnose.findings import exit_code, findings
+    from exporter.diagnose.report import json_report, text_report
+    from exporter.logs import configure_logging
+    from exporter.redact import redact_url
+
+    configure_logging("ERROR", "text")
+    settings = Settings(
+        broker_url=options["broker_url"],
+        transport_options=parse_key_values(options["transport_options"]),
+        ssl_options=parse_key_values(options["ssl_options"]),
+        queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
+        reconnect_max_backoff_seconds=1.0,
+        sample_timeout_seconds=options["timeout"],
+    )
+    observation = observe(settings, options["listen"], options["timeout"])
+    found = findings(observation, options["backlog_threshold"])
+    render = json_report if options["output_format"] == "json" else text_report
+    click.echo(render(observation, found, redact_url(settings.broker_url)))
+    return exit_code(found)
 
 
 def build_settings(options: dict[str, Any]) -> Settings:

@@ -63,6 +63,7 @@ class WorkerStats:
 
     pool_size: int | None  # pool.max-concurrency
     prefetch_count: int | None
+    pool_kind: str | None  # prefork, solo, threads, gevent... (pool.implementation)
     max_rss_bytes: float | None  # rusage.maxrss (KiB) of the worker's main process
 
 
@@ -74,8 +75,18 @@ def parse_stats(reply: Any) -> WorkerStats | None:
     return WorkerStats(
         pool_size=_int(pool.get("max-concurrency")),
         prefetch_count=_int(reply.get("prefetch_count")),
+        pool_kind=_pool_kind(pool.get("implementation")),
         max_rss_bytes=None if maxrss is None else maxrss * 1024.0,
     )
+
+
+def _pool_kind(value: object) -> str | None:
+    """``celery.concurrency.prefork:TaskPool`` -> ``prefork``."""
+    if not isinstance(value, str) or not value:
+        return None
+    module = value.split(":", 1)[0]
+    kind = module.rsplit(".", 1)[-1]
+    return {"thread": "threads", "eventlet": "eventlet", "gevent": "gevent"}.get(kind, kind)
 
 
 def _dict(value: object) -> dict[str, Any]:

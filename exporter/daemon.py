@@ -149,9 +149,14 @@ class Exporter:
             bound_port,
             redact_url(self.settings.broker_url),
         )
+        self.start_collection()
+
+    def start_collection(self, sample: bool = True) -> None:
+        """Consume events and ask workers (and sample queues on a clock unless told not to)."""
         self.consumer.start()
         self.control.start()
-        self.queue_sampler.start()
+        if sample:
+            self.queue_sampler.start()
 
     @property
     def port(self) -> int:

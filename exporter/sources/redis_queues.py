@@ -88,6 +88,8 @@ class RedisQueueSource:
     def _sample(self, queues: list[str]) -> BrokerSample:
         client = self._redis()
         listed = self._read_bindings(client)
+        # Queues the broker lists are sampled at once, not only from the next sample on.
+        queues = sorted(set(queues) | listed)
         pipe = client.pipeline(transaction=False)
         for queue in queues:
             for step in self.priority_steps:

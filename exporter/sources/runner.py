@@ -37,6 +37,8 @@ class QueueSnapshot:
     sample: BrokerSample
     # queue -> seconds the next message to be consumed has waited (where known)
     oldest_age: dict[str, float] = field(default_factory=dict)
+    # queues whose age comes from the message's task-sent (the others: a lower bound)
+    oldest_age_exact: frozenset[str] = frozenset()
 
 
 class QueueSampler:
@@ -110,10 +112,12 @@ class QueueSampler:
         self.health.up = True
         self.registry.note(sample.listed_queues, now)
         self.registry.note([q for q, s in sample.queues.items() if s.ready or s.reserved], now)
-        self.snapshot = QueueSnapshot(done, sample, self._oldest_ages(sample, done))
+        ages, exact = self._oldest_ages(sample, done)
+        self.snapshot = QueueSnapshot(done, sample, ages, frozenset(exact))
 
-    def _oldest_ages(self, sample: BrokerSample, now: float) -> dict[str, float]:
+    def _oldest_ages(self, sample: BrokerSample, now: float) -> tuple[dict[str, float], set[str]]:
         ages: dict[str, float] = {}
+        exact: set[str] = set()
         heads: dict[str, tuple[str, float]] = {}
         for queue, qs in sample.queues.items():
             message_id = qs.oldest_message_id
@@ -123,7 +127,11 @@ class QueueSampler:
             first_seen = previous[1] if previous and previous[0] == message_id else now
             heads[queue] = (message_id, first_seen)
             sent = self.sent_at(message_id)
-            since = sent if sent is not None and sent <= now else first_seen
+            if sent is not None and sent <= now:
+                exact.add(queue)
+                since = sent
+            else:
+                since = first_seen
             ages[queue] = max(0.0, now - since)
         self._heads = heads
-        return ages
+        return ages, exact

@@ -56,6 +56,8 @@ class WorkerSnapshot:
     onlines: int
     offlines: int
     task_events_enabled: bool | None
+    # When heartbeats first showed tasks processed with no task event seen (None: not so).
+    processed_without_events_since: float | None = None
 
 
 class WorkerRegistry:
@@ -190,6 +192,7 @@ class WorkerRegistry:
                     onlines=w.onlines,
                     offlines=w.offlines,
                     task_events_enabled=w.task_events_enabled(),
+                    processed_without_events_since=w.processed_without_events_since,
                 )
                 for w in self._workers.values()
             ]

@@ -1,0 +1,1 @@
+"""`celery-metrics-exporter diagnose`: one look at broker, workers and queues, with findings."""

@@ -1,0 +1,159 @@
+"""Turn what was observed into findings, most severe first, each with cause and fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    hostname: str
+    alive: bool
+    pool_size: int | None
+    pool_kind: str | None
+    active: int
+    queues: tuple[str, ...] | None  # None: did not answer
+    task_events: bool | None  # None: unknown (idle during the window)
+
+
+@dataclass(frozen=True)
+class QueueView:
+    name: str
+    ready: int
+    by_priority: dict[str, int] | None
+    reserved: int | None
+    oldest_age: float | None
+    consumers: list[str]  # live workers consuming it
+    broker_consumers: int | None
+
+
+@dataclass
+class Observation:
+    broker_ok: bool
+    broker_error: str | None = None
+    broker_error_kind: str | None = None
+    workers: list[WorkerView] = field(default_factory=list)
+    queues: list[QueueView] = field(default_factory=list)
+    # task name -> distinct task-sent senders seen
+    senders: dict[str, int] = field(default_factory=dict)
+    window_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    summary: str
+    cause: str
+    fix: str
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}"
+
+
+def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
+    found: list[Finding] = []
+    if not obs.broker_ok:
+        found.append(Finding(
+            CRITICAL,
+            "the broker is unreachable",
+            obs.broker_error or "unknown error",
+            "fix the broker address, credentials or network; workers are cut off too",
+        ))  # fmt: skip
+        return found
+
+    alive = [w for w in obs.workers if w.alive]
+    waiting = sum(q.ready for q in obs.queues)
+    if not alive:
+        if waiting:
+            found.append(Finding(
+                CRITICAL,
+                f"no worker alive and {_fmt(waiting)} tasks waiting",
+                "no worker sent a heartbeat during the "
+                f"{obs.window_seconds:g} s window: workers are not running, crash at start, "
+                "or connect to another broker",
+                "start the workers under a supervisor and read their logs; compare their "
+                "broker URL with this one",
+            ))  # fmt: skip
+        else:
+            found.append(Finding(
+                WARNING,
+                "no worker alive",
+                f"no worker sent a heartbeat during the {obs.window_seconds:g} s window",
+                "start the workers if tasks are expected to run",
+            ))  # fmt: skip
+
+    consumed = sorted({q for w in alive for q in (w.queues or ())})
+    for q in obs.queues:
+        has_consumer = bool(q.consumers) or bool(q.broker_consumers)
+        if q.ready and not has_consumer and alive:
+            listens = ", ".join(f"`{name}`" for name in consumed) or "nothing"
+            found.append(Finding(
+                CRITICAL,
+                f"queue `{q.name}` holds {_fmt(q.ready)} messages and no worker consumes it",
+                f"workers consume {listens}: the tasks are routed to a queue no worker "
+                "listens to",
+                f"check task routes / worker -Q (add `{q.name}` to a worker's -Q, or "
+                f"`celery control add_consumer {q.name}`)",
+            ))  # fmt: skip
+        elif q.ready >= backlog_threshold and has_consumer:
+            found.append(Finding(
+                WARNING,
+                f"queue `{q.name}` holds {_fmt(q.ready)} messages",
+                f"consumed by {len(q.consumers) or q.broker_consumers} worker(s) that do not "
+                "keep up",
+                "add workers or concurrency for this queue, or look for slow tasks",
+            ))  # fmt: skip
+        if q.by_priority:
+            hidden = sum(n for step, n in q.by_priority.items() if step != "0")
+            if hidden:
+                found.append(Finding(
+                    WARNING if q.ready >= backlog_threshold else INFO,
+                    f"queue `{q.name}` has {_fmt(hidden)} of its {_fmt(q.ready)} messages in "
+                    "priority sub-queues",
+                    f"`LLEN {q.name}` shows only {_fmt(q.by_priority.get('0', 0))}: Celery "
+                    "keeps other priorities in separate lists",
+                    "count the sub-queues too (celery_queue_messages does)",
+                ))  # fmt: skip
+
+    for w in alive:
+        if w.task_events is False:
+            found.append(Finding(
+                WARNING,
+                f"worker `{w.hostname}` sends no task events",
+                "it processed tasks during the window and no task event arrived",
+                "start it with -E or set worker_send_task_events = True (or run "
+                "`celery control enable_events`)",
+            ))  # fmt: skip
+        if w.queues is None:
+            found.append(Finding(
+                INFO,
+                f"worker `{w.hostname}` did not say which queues it consumes",
+                "it did not answer an active_queues request (a solo pool busy with a task "
+                "cannot answer)",
+                "run again, or `celery inspect active_queues` when it is idle",
+            ))  # fmt: skip
+
+    for name, count in sorted(obs.senders.items()):
+        if count >= 2:
+            found.append(Finding(
+                INFO,
+                f"{count} senders seen for `{name}`",
+                "several producer processes sent it during the window; for a periodic task "
+                "that means more than one beat",
+                "if it is a beat task: is beat running twice? run exactly one beat",
+            ))  # fmt: skip
+
+    found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return found
+
+
+def exit_code(found: list[Finding]) -> int:
+    if any(f.severity == CRITICAL for f in found):
+        return 2
+    if any(f.severity == WARNING for f in found):
+        return 1
+    return 0

@@ -1,0 +1,95 @@
+"""The diagnosis as text for people or JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from exporter.diagnose.findings import Finding, Observation, exit_code
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
+    lines = [f"celery-metrics-exporter diagnose: {broker}"]
+    if not obs.broker_ok:
+        lines += ["", f"Broker    UNREACHABLE ({obs.broker_error_kind})"]
+    else:
+        alive = [w for w in obs.workers if w.alive]
+        lines += [
+            f"(listened to events for {obs.window_seconds:g} s)",
+            "",
+            "Broker    reachable",
+            "",
+            f"Workers   {len(alive)} alive" + (f", {len(obs.workers) - len(alive)} down"
+                                                if len(obs.workers) > len(alive) else ""),
+        ]  # fmt: skip
+        for w in obs.workers:
+            events = {True: "on", False: "OFF", None: "unknown (idle)"}[w.task_events]
+            queues = ", ".join(w.queues) if w.queues is not None else "(no answer)"
+            pool = f"{w.pool_kind or '?'} x{w.pool_size}" if w.pool_size else "pool ?"
+            state = "up" if w.alive else "DOWN"
+            lines.append(
+                f"  {w.hostname:<28} {state:<4} {pool:<12} active {w.active:<3} "
+                f"task events {events:<14} queues: {queues}"
+            )
+        lines += ["", "Queues"]
+        if obs.queues:
+            width = max(12, *(len(q.name) for q in obs.queues))
+            lines.append(
+                f"  {'name':<{width}} {'ready':>9} {'reserved':>9} {'oldest':>7}  consumers"
+            )
+            for q in obs.queues:
+                consumers = ", ".join(q.consumers) or (
+                    f"{q.broker_consumers} (broker)" if q.broker_consumers else "(none)"
+                )
+                lines.append(
+                    f"  {q.name:<{width}} {_count(q.ready):>9} {_count(q.reserved):>9} "
+                    f"{_age(q.oldest_age):>7}  {consumers}"
+                )
+                if q.by_priority and any(n for p, n in q.by_priority.items() if p != "0"):
+                    parts = ", ".join(f"{p}: {n:,}" for p, n in q.by_priority.items() if n)
+                    lines.append(f"  {'':<{width}}   by priority: {parts}")
+        else:
+            lines.append("  (none found)")
+    lines += ["", "Findings"]
+    if not found:
+        lines.append("  none: healthy")
+    for f in found:
+        lines += [
+            f"  {f.severity.upper():<8}  {f.summary}",
+            f"  {'':<8}  cause: {f.cause}",
+            f"  {'':<8}  fix:   {f.fix}",
+        ]
+    critical = sum(f.severity == "critical" for f in found)
+    warnings = sum(f.severity == "warning" for f in found)
+    lines += [
+        "",
+        f"Result: {critical} critical, {warnings} warning(s) (exit {exit_code(found)})",
+    ]
+    return "\n".join(lines)
+
+
+def json_report(obs: Observation, found: list[Finding], broker: str) -> str:
+    return json.dumps(
+        {
+            "broker": broker,
+            "exit_code": exit_code(found),
+            "observation": asdict(obs),
+            "findings": [asdict(f) for f in found],
+        },
+        indent=2,
+        sort_keys=True,
+    )
