@@ -109,8 +109,10 @@ class ControlThread:
         enable_events_interval: float,
         clock: Callable[[], float] = time.time,
         inspect_interval: float = 30.0,
+        is_alive: Callable[[str], bool] = lambda hostname: True,
     ) -> None:
         self.app = app
+        self.is_alive = is_alive
         self.inspect_interval = inspect_interval
         # hostname -> its latest stats reply, read by the collector
         self.stats: dict[str, WorkerStats] = {}
@@ -175,6 +177,12 @@ class ControlThread:
                 self._wake.clear()
 
     def _ask(self, hostname: str) -> None:
+        if not self.is_alive(hostname):
+            # A down worker cannot answer: do not spend the thread's time on it. Its next
+            # online event or heartbeat asks again (ask_queues).
+            with self._lock:
+                self._due.pop(hostname, None)
+            return
         answered = self._inspect_queues(hostname)
         if answered:
             self._inspect_stats(hostname)

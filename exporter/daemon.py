@@ -80,6 +80,7 @@ class Exporter:
             settings.inspect_timeout_seconds,
             settings.enable_events_interval_seconds,
             inspect_interval=settings.inspect_interval_seconds,
+            is_alive=self.workers.is_up,
         )
         self.task_metrics = TaskMetrics(settings.runtime_buckets, settings.queue_wait_buckets)
         tracker = TaskTracker(
@@ -172,6 +173,7 @@ class Exporter:
         for hostname in purged:
             self.worker_events.forget(hostname)
             self.control.forget(hostname)
+            self.dispatcher.forget_worker(hostname)
             log.info("forgot worker %s (down longer than the purge time)", hostname)
         for hostname in events_off:
             self._hint(
@@ -186,7 +188,7 @@ class Exporter:
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:
             live = {w.hostname for w in self.workers.snapshot() if w.up}
-            self.dispatcher.refresh_running(live)
+            self.dispatcher.refresh_running(live, self.workers.idle_since)
 
     def run_forever(self) -> None:
         while not self._stop.wait(CLOCK_TICK_SECONDS):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 # scheme://user:password@host  or  scheme://:password@host  or  scheme://token@host
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^@/\s;]+)@")
+# The userinfo runs to the last "@" before the host: passwords may contain "@" themselves.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s;]+)@")
 
 
 def _mask(match: re.Match[str]) -> str:

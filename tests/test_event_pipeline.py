@@ -770,3 +770,87 @@ def test_beat_schedule_intervals() -> None:
         ("five-minutes", "app.d"): 300.0,
         ("nightly", "app.e"): 86400.0,
     }
+
+
+def test_tasks_whose_final_event_was_lost_stop_counting_as_running(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    t = clock.now
+    feed(exp, {"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0, "active": 1})
+    feed(
+        exp,
+        {
+            "type": "task-received",
+            "uuid": "lost",
+            "name": "app.long",
+            "hostname": "w1@h",
+            "timestamp": t,
+        },
+        {"type": "task-started", "uuid": "lost", "hostname": "w1@h", "timestamp": t},
+    )
+    for _ in range(5):
+        exp.tick()
+    assert value(samples(exp), "celery_task_running", name="app.long") == 1
+    # Its task-succeeded was lost (a reconnect); the worker then reports nothing running.
+    clock.now += 2.0
+    feed(exp, {"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0, "active": 0})
+    for _ in range(5):
+        exp.tick()
+    assert value(samples(exp), "celery_task_running", name="app.long") is None
+
+
+def test_forgotten_worker_takes_its_task_series_along(clock: Clock) -> None:
+    exp = make_exporter(clock, worker_purge_seconds=60.0)
+    feed(exp, {"type": "worker-heartbeat", "hostname": "pod-abc@h", "freq": 2.0})
+    feed(exp, *task_lifecycle("u", "app.add", "pod-abc@h", clock.now, sent_queue=None))
+    assert (
+        value(
+            samples(exp),
+            "celery_task_succeeded_total",
+            name="app.add",
+            hostname="pod-abc@h",
+            queue_name=UNKNOWN,
+        )
+        == 1
+    )
+    clock.now += 11.0
+    exp.tick()  # down
+    clock.now += 60.0
+    exp.tick()  # forgotten
+    s = samples(exp)
+    assert value(s, "celery_worker_up", hostname="pod-abc@h") is None
+    assert not [k for k in s if dict(k[1]).get("hostname") == "pod-abc@h"]
+
+
+def test_offline_from_an_unknown_worker_is_forgotten_in_time(clock: Clock) -> None:
+    exp = make_exporter(clock, worker_purge_seconds=60.0)
+    feed(exp, {"type": "worker-offline", "hostname": "ghost@h"})
+    assert value(samples(exp), "celery_worker_up", hostname="ghost@h") == 0
+    clock.now += 61.0
+    exp.tick()
+    assert value(samples(exp), "celery_worker_up", hostname="ghost@h") is None
+
+
+def test_deeply_nested_and_infinite_values_are_skipped_not_fatal(clock: Clock) -> None:
+    exp = make_exporter(clock)
+    exp.dispatcher.on_message(b"[" * 200_000, "application/json")
+    feed(exp, {"type": "task-received", "uuid": "i", "name": "app.inf", "hostname": "w1@h"})
+    exp.dispatcher.on_message(
+        b'{"type": "task-succeeded", "uuid": "i", "hostname": "w1@h", "runtime": Infinity}',
+        "application/json",
+    )
+    s = samples(exp)
+    assert value(s, "celery_exporter_events_skipped_total", reason="not_json") == 1
+    assert (
+        value(s, "celery_task_succeeded_total", name="app.inf", hostname="w1@h", queue_name=UNKNOWN)
+        == 1
+    )
+    assert (
+        value(
+            s,
+            "celery_task_runtime_seconds_count",
+            name="app.inf",
+            queue_name=UNKNOWN,
+            state="succeeded",
+        )
+        is None
+    )

@@ -26,3 +26,8 @@ def test_log_formatters_never_print_credentials() -> None:
         out = formatter.format(record)
         assert "topsecret" not in out
         assert "amqp://u:***@h//" in out
+
+
+def test_passwords_containing_at_signs_are_masked_whole() -> None:
+    assert redact_url("amqp://user:p@ss@host//") == "amqp://user:***@host//"
+    assert "p@ss" not in redact_text("lost amqp://user:p@ss@host// and redis://:x@y@h:1/0")

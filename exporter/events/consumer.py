@@ -110,6 +110,9 @@ class EventConsumer:
 
     def _queue(self, conn: Connection) -> Queue:
         exchange = get_exchange(conn, name=self.settings.event_exchange)
+        # A new name per connection: after a partition the broker may still hold the old
+        # exclusive queue (405 RESOURCE_LOCKED) until it notices the dead connection.
+        self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
         # Exclusive and auto-deleted: gone with our connection. No message TTL (Celery's
         # default 5 s TTL silently drops events whenever the consumer lags).
         return Queue(
@@ -150,7 +153,13 @@ class EventConsumer:
 
     def _handle(self, message: Message) -> None:
         self._last_message_at = self.clock()
-        self.on_message(message.body, message.content_type)
+        try:
+            self.on_message(message.body, message.content_type)
+        except Exception:
+            # A bug or a message nothing anticipated must not cost the connection (and the
+            # events sent while reconnecting).
+            self.health.skipped.inc(("handler_error",))
+            log.exception("could not handle an event message; skipped")
 
 
 def _describe(exc: BaseException) -> str:

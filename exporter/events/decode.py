@@ -39,7 +39,7 @@ def decode_events(body: bytes | str, content_type: str | None) -> list[Any]:
         raise MalformedMessage("content_type", f"unsupported content type {content_type!r}")
     try:
         payload = _loads(body)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise MalformedMessage("not_json", f"body is not JSON: {exc}") from None
     if isinstance(payload, dict):
         return [payload]

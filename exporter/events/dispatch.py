@@ -153,10 +153,15 @@ class EventDispatcher:
         with self.lock:
             return self.tasks.tracker.sent_at(uuid)
 
-    def refresh_running(self, live_workers: set[str]) -> None:
+    def refresh_running(self, live_workers: set[str], idle_since: dict[str, float]) -> None:
         """Recount running tasks per name (tasks on workers that went down do not count)."""
         with self.lock:
-            self.running = self.tasks.tracker.running(live_workers)
+            self.running = self.tasks.tracker.running(live_workers, dict(idle_since))
+
+    def forget_worker(self, hostname: str) -> None:
+        """Remove a forgotten worker's task series (pod churn must not grow them forever)."""
+        with self.lock:
+            self.tasks.metrics.forget_hostname(hostname)
 
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""

@@ -36,7 +36,6 @@ class Reorder:
         self.last_sent_at = float("-inf")
         # uuid -> (when the first event was held, the held events in arrival order)
         self._held: OrderedDict[str, tuple[float, list[Event]]] = OrderedDict()
-        self.held_total = 0
 
     def __len__(self) -> int:
         return len(self._held)
@@ -57,7 +56,6 @@ class Reorder:
         if etype == "task-received" and now - self.last_sent_at > SENT_EVENTS_RECENT_SECONDS:
             return False
         self._held[uuid] = (now, [event])
-        self.held_total += 1
         return True
 
     def release(self, uuid: str) -> list[Event]:

@@ -11,6 +11,7 @@ spans two clocks (producer and worker) and is clamped at zero.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -112,7 +113,7 @@ class TaskEventHandler:
         if not event.get("retries"):
             sender = event.get("hostname")
             self.arrivals.arrive(task.name, sent_at, sender if type(sender) is str else None)
-        if len(self.queues_seen) < MAX_QUEUES_SEEN:
+        if task.queue != UNKNOWN and len(self.queues_seen) < MAX_QUEUES_SEEN:
             self.queues_seen.add(task.queue)
 
     def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
@@ -149,7 +150,11 @@ class TaskEventHandler:
         labels = self._labels(task, hostname)
         self.metrics.succeeded.inc(labels)
         runtime = event.get("runtime")
-        if isinstance(runtime, (int, float)) and not isinstance(runtime, bool) and runtime >= 0:
+        if (
+            isinstance(runtime, (int, float))
+            and not isinstance(runtime, bool)
+            and 0 <= runtime < math.inf
+        ):
             self.metrics.runtime.observe((labels[0], labels[2], "succeeded"), float(runtime))
 
     def on_failed(self, event: Event, uuid: str, hostname: str, now: float) -> None:

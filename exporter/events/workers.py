@@ -61,6 +61,8 @@ class WorkerEventHandler:
 
     def on_heartbeat(self, event: Event, now: float) -> None:
         hostname = cached_label(event.get("hostname"))
+        # A worker back from being down (overdue) is asked again about its queues.
+        returning = hostname in self._known and not self.registry.is_up(hostname)
         self.registry.heartbeat(
             hostname,
             now,
@@ -68,7 +70,7 @@ class WorkerEventHandler:
             active=_count(event.get("active")),
             processed=_count(event.get("processed")),
         )
-        self._seen(hostname, announce=False)
+        self._seen(hostname, announce=returning)
 
     def on_offline(self, event: Event, now: float) -> None:
         self.registry.offline(cached_label(event.get("hostname")), now)

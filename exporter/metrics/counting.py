@@ -9,7 +9,7 @@ its series, with no private API).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
@@ -81,8 +81,3 @@ class LabelledHistogram:
                 buckets.append((le, cumulative))
             family.add_metric(list(labels), buckets, slots[-1])
         return family
-
-
-def families(metrics: Sequence[LabelledCounter | LabelledHistogram]) -> Iterator[Metric]:
-    for metric in metrics:
-        yield metric.family()

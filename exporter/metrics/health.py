@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import threading
-import time
 from collections.abc import Iterator
 
 import celery
@@ -19,12 +18,10 @@ class ExporterHealth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.broker_up = False
-        self.connected_since: float | None = None
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
         self.tracked_tasks = 0
         self.held_tasks = 0
-        self.started_at = time.time()
         self.reconnects = LabelledCounter(
             "celery_exporter_broker_reconnects_total",
             "Times the event connection was lost or abandoned and opened again, by reason.",
@@ -64,8 +61,6 @@ class ExporterHealth:
 
     def set_broker_up(self, up: bool, now: float) -> None:
         with self._lock:
-            if up and not self.broker_up:
-                self.connected_since = now
             self.broker_up = up
 
     def collect(self) -> Iterator[Metric]:

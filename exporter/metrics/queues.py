@@ -6,6 +6,7 @@ consumers per queue are computed from the workers' queues and liveness at scrape
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -101,10 +102,11 @@ class QueueCollector:
         health = self.sampler.health
         up = GaugeMetricFamily(
             "celery_exporter_source_up",
-            "1 when the source's latest sample succeeded.",
+            "1 when the source's latest sample succeeded and is recent (at most 3 intervals "
+            "plus the timeout old).",
             labels=["source"],
         )
-        up.add_metric([name], 1.0 if health.up else 0.0)
+        up.add_metric([name], 1.0 if self.sampler.up(time.time()) else 0.0)
         last = GaugeMetricFamily(
             "celery_exporter_source_last_success_timestamp_seconds",
             "When the source last sampled successfully; 0 before the first success.",

@@ -90,6 +90,13 @@ class TaskMetrics:
         for metric in self.all:
             yield metric.family()
 
+    def forget_hostname(self, hostname: str) -> None:
+        for counter in self.all:
+            if isinstance(counter, LabelledCounter) and "hostname" in counter.labelnames:
+                position = counter.labelnames.index("hostname")
+                for labels in [k for k in counter.values if k[position] == hostname]:
+                    del counter.values[labels]
+
     @staticmethod
     def running_families(running: dict[str, tuple[int, float]]) -> Iterator[Metric]:
         count = GaugeMetricFamily(

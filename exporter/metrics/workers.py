@@ -95,8 +95,8 @@ class WorkerCollector:
         yield starts
         consumes = GaugeMetricFamily(
             "celery_worker_queue_info",
-            "1 for each queue the worker consumes, from its reply to an active_queues inspect "
-            "request (asked when the worker comes online).",
+            "1 for each queue the worker consumes, from its replies to active_queues inspect "
+            "requests (every --inspect-interval).",
             labels=["hostname", "queue_name"],
         )
         for hostname, queue_names in sorted(self.queues.all().items()):

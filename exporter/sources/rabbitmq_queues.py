@@ -34,6 +34,13 @@ class RabbitMQQueueSource:
             self._channel = self._conn.channel()
         return self._channel
 
+    def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        try:
+            channel.close()  # py-amqp may have revived it: do not leak one per sample
+        except Exception:
+            pass
+
     def close(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
@@ -54,7 +61,7 @@ class RabbitMQQueueSource:
                     # 404 (absent: nothing waits there, nobody consumes) or 405 (another
                     # connection's exclusive queue). The broker closed the channel; the next
                     # queue gets a new one.
-                    self._channel = None
+                    self._drop_channel()
                     ready, consumers = 0, 0
                 sample.queues[queue] = QueueSample(
                     ready=int(ready), broker_consumers=int(consumers)

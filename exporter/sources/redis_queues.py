@@ -62,6 +62,10 @@ class RedisQueueSource:
             pool = conn.default_channel.client.connection_pool
             pool.connection_kwargs["socket_timeout"] = self.timeout
             pool.connection_kwargs["socket_connect_timeout"] = self.timeout
+            pool.connection_kwargs["socket_keepalive"] = True
+            # kombu's channel already opened a connection without a timeout: drop it, so
+            # that every connection used for sampling has one.
+            pool.disconnect()
             self._conn = conn
             self._client = redis.Redis(connection_pool=pool)
         return self._client

@@ -80,8 +80,18 @@ class QueueSampler:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.sample_once()
+            try:
+                self.sample_once()
+            except Exception:  # a dead sampler would serve stale depths for ever
+                self.health.up = False
+                self.health.errors += 1
+                log.exception("sampling %s queues failed unexpectedly", self.source.name)
             self._stopping.wait(self.interval)
+
+    def up(self, now: float) -> bool:
+        """Up, and not stale: a sample that hangs past its timeout counts as failing."""
+        limit = 3 * self.interval + getattr(self.source, "timeout", 0.0)
+        return self.health.up and now - self.health.last_success <= limit
 
     def sample_once(self) -> None:
         now = self.clock()

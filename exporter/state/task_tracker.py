@@ -110,20 +110,30 @@ class TaskTracker:
                 finished.popitem(last=False)
         return task
 
-    def running(self, live_workers: set[str]) -> dict[str, tuple[int, float]]:
-        """Per task name: (tasks running on live workers, start time of the oldest). O(n)."""
+    def running(
+        self, live_workers: set[str], idle_since: dict[str, float]
+    ) -> dict[str, tuple[int, float]]:
+        """Per task name: (tasks running on live workers, start time of the oldest). O(n).
+
+        A task started before its worker last reported no running task (or restarted) is not
+        running, even if its final event was lost.
+        """
         result: dict[str, tuple[int, float]] = {}
         for task in self._tasks.values():
             started = task.started_at
-            if started is None or task.started_by not in live_workers:
+            host = task.started_by
+            if started is None or host not in live_workers:
+                continue
+            idle = idle_since.get(host)
+            if idle is not None and idle >= task.touched:
                 continue
             name = task.name or UNKNOWN
             count, oldest = result.get(name, (0, started))
             result[name] = (count + 1, min(oldest, started))
         return result
 
-    def expire(self, now: float) -> int:
-        """Evict tasks untouched for longer than the maximum age; returns how many."""
+    def expire(self, now: float) -> None:
+        """Evict tasks untouched for longer than the maximum age."""
         deadline = now - self.max_age_seconds
         tasks = self._tasks
         evicted = 0
@@ -135,4 +145,3 @@ class TaskTracker:
             del tasks[uuid]
             evicted += 1
         self.evicted_by_age += evicted
-        return evicted

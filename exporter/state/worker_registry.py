@@ -68,6 +68,9 @@ class WorkerRegistry:
         self._lock = threading.Lock()
         # Every worker-online, also of workers since forgotten (pods replaced under new names).
         self.starts_total = 0
+        # hostname -> when it last reported no running task (or restarted): tasks it started
+        # before that are not running, whatever final events were lost.
+        self.idle_since: dict[str, float] = {}
 
     def _get(self, hostname: str) -> WorkerState:
         worker = self._workers.get(hostname)
@@ -87,6 +90,7 @@ class WorkerRegistry:
             worker = self._get(hostname)
             worker.onlines += 1
             self.starts_total += 1
+            self.idle_since[hostname] = now
             # A restarted worker starts its counters again: forget what we learnt.
             worker.processed_baseline = None
             worker.task_events_seen = False
@@ -108,6 +112,8 @@ class WorkerRegistry:
             self._alive(worker, now, interval)
             if active is not None:
                 worker.active = active
+                if active == 0:
+                    self.idle_since[hostname] = now
             if processed is not None:
                 worker.processed = processed
                 if worker.processed_baseline is None or processed < worker.processed_baseline:
@@ -124,7 +130,7 @@ class WorkerRegistry:
             worker = self._get(hostname)
             worker.offlines += 1
             worker.active = 0
-            if worker.up:
+            if worker.up or worker.went_down_at is None:
                 worker.up = False
                 worker.went_down_at = now
 
@@ -166,6 +172,7 @@ class WorkerRegistry:
                     now - worker.went_down_at >= self.purge_seconds
                 ):
                     del self._workers[hostname]
+                    self.idle_since.pop(hostname, None)
                     purged.append(hostname)
                     continue
                 since = worker.processed_without_events_since
@@ -197,6 +204,6 @@ class WorkerRegistry:
                 for w in self._workers.values()
             ]
 
-    def hostnames(self) -> list[str]:
-        with self._lock:
-            return list(self._workers)
+    def is_up(self, hostname: str) -> bool:
+        worker = self._workers.get(hostname)
+        return worker is not None and worker.up
