@@ -108,7 +108,7 @@ class Exporter:
             clock,
         )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collect(self.task_metrics.collect, self.dispatcher.lock))
+        self.registry.register(_Collect(lambda: self.task_metrics.collect(self.dispatcher.lock)))
         self.registry.register(
             _Collect(lambda: TaskMetrics.running_families(self.dispatcher.running))
         )

@@ -33,12 +33,16 @@ class LabelledCounter:
     def get(self, labels: tuple[str, ...]) -> float:
         return self.values.get(labels, 0.0)
 
-    def family(self) -> Metric:
+    def snapshot(self) -> dict[tuple[str, ...], float]:
+        """A copy to render from, taken under the caller's lock."""
+        return dict(self.values)
+
+    def family(self, values: dict[tuple[str, ...], float] | None = None) -> Metric:
         # CounterMetricFamily appends `_total` itself.
         family = CounterMetricFamily(
             self.name.removesuffix("_total"), self.documentation, labels=self.labelnames
         )
-        for labels, value in list(self.values.items()):
+        for labels, value in (self.values if values is None else values).items():
             family.add_metric(list(labels), value)
         return family
 
@@ -71,9 +75,13 @@ class LabelledHistogram:
         slots = self.values.get(labels)
         return 0 if slots is None else int(sum(slots[:-1]))
 
-    def family(self) -> Metric:
+    def snapshot(self) -> dict[tuple[str, ...], list[float]]:
+        """A copy to render from, taken under the caller's lock (the slots mutate in place)."""
+        return {labels: slots[:] for labels, slots in self.values.items()}
+
+    def family(self, values: dict[tuple[str, ...], list[float]] | None = None) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, slots in list(self.values.items()):
+        for labels, slots in (self.values if values is None else values).items():
             cumulative = 0.0
             buckets: list[tuple[str, float]] = []
             for le, n in zip(self._le, slots[:-1], strict=True):

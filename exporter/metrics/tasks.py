@@ -11,6 +11,7 @@ Label sets:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -86,9 +87,15 @@ class TaskMetrics:
             self.queue_wait,
         )
 
-    def collect(self) -> Iterator[Metric]:
-        for metric in self.all:
-            yield metric.family()
+    def collect(self, lock: AbstractContextManager[object] | None = None) -> list[Metric]:
+        """Render every family; with ``lock``, hold it only while copying the values, so a
+        scrape of many series does not stall the event stream."""
+        if lock is None:
+            return [metric.family() for metric in self.all]
+        with lock:
+            counters = [(c, c.snapshot()) for c in self.all if isinstance(c, LabelledCounter)]
+            histograms = [(h, h.snapshot()) for h in self.all if isinstance(h, LabelledHistogram)]
+        return [c.family(v) for c, v in counters] + [h.family(v) for h, v in histograms]
 
     def forget_hostname(self, hostname: str) -> None:
         for counter in self.all:
