@@ -76,6 +76,44 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     return check
 
 
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The broker options, shared by the daemon and `diagnose` (same environment variables)."""
+    options = [
+        click.option(
+            "--broker-url",
+            envvar=f"{ENV_PREFIX}_BROKER_URL",
+            type=_Parsed("URL", parse_broker_url),
+            default="redis://localhost:6379/0",
+            show_default=True,
+            help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
+            "amqp:// or amqps://.",
+        ),
+        click.option(
+            "--broker-transport-option",
+            "transport_options",
+            envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
+            type=_KeyValue(),
+            multiple=True,
+            help="A kombu transport option, as the workers use it (repeatable): e.g. "
+            "global_keyprefix=prod: or priority_steps=[0,3,6,9]. Values are JSON when they "
+            "parse.",
+        ),
+        click.option(
+            "--broker-ssl-option",
+            "ssl_options",
+            envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
+            type=_KeyValue(),
+            multiple=True,
+            help="A TLS option (repeatable). rediss://: ssl_cert_reqs=required, "
+            "ssl_ca_certs=/etc/ssl/ca.pem; amqps://: cert_reqs=2, ca_certs=/etc/ssl/ca.pem, "
+            "server_hostname=broker.example.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.group(
     invoke_without_command=True,
     context_settings={"auto_envvar_prefix": ENV_PREFIX, "max_content_width": 100},
@@ -85,39 +123,13 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     "(for example CELERY_EXPORTER_BROKER_URL).",
 )
 @click.version_option(__version__, "--version", prog_name="celery-metrics-exporter")
-@click.option(
-    "--broker-url",
-    type=_Parsed("URL", parse_broker_url),
-    default="redis://localhost:6379/0",
-    show_default=True,
-    help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
-    "amqp:// or amqps://.",
-)
+@connection_options
 @click.option(
     "--listen-address",
     type=_Parsed("HOST:PORT", parse_listen_address),
     default="0.0.0.0:9808",
     show_default=True,
     help="Where to serve /metrics, /healthz, /readyz and the landing page.",
-)
-@click.option(
-    "--broker-transport-option",
-    "transport_options",
-    envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
-    type=_KeyValue(),
-    multiple=True,
-    help="A kombu transport option, as the workers use it (repeatable): e.g. "
-    "global_keyprefix=prod: or priority_steps=[0,3,6,9]. Values are JSON when they parse.",
-)
-@click.option(
-    "--broker-ssl-option",
-    "ssl_options",
-    envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
-    type=_KeyValue(),
-    multiple=True,
-    help="A TLS option (repeatable). rediss://: ssl_cert_reqs=required, "
-    "ssl_ca_certs=/etc/ssl/ca.pem; amqps://: cert_reqs=2, ca_certs=/etc/ssl/ca.pem, "
-    "server_hostname=broker.example.",
 )
 @click.option(
     "--log-level",
@@ -299,30 +311,7 @@ def command(ctx: click.Context, /, **options: Any) -> None:
     "workers, then print what is wrong and how to fix it. Exit code 0: healthy, 1: warnings, "
     "2: critical findings. Reads only: never consumes, acknowledges or changes anything.",
 )
-@click.option(
-    "--broker-url",
-    envvar=f"{ENV_PREFIX}_BROKER_URL",
-    type=_Parsed("URL", parse_broker_url),
-    default="redis://localhost:6379/0",
-    show_default=True,
-    help="Celery broker, as for the daemon.",
-)
-@click.option(
-    "--broker-transport-option",
-    "transport_options",
-    envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
-    type=_KeyValue(),
-    multiple=True,
-    help="A kombu transport option, as for the daemon (repeatable).",
-)
-@click.option(
-    "--broker-ssl-option",
-    "ssl_options",
-    envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
-    type=_KeyValue(),
-    multiple=True,
-    help="A TLS option, as for the daemon (repeatable).",
-)
+@connection_options
 @click.option(
     "--queues",
     envvar=f"{ENV_PREFIX}_QUEUES",
