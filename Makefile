@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-packages:
-	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench deploy/demo grafana
+	$(BIN)/ruff check exporter tests bench deploy grafana
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 
