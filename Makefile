@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-packages test test-fast lint demo bench clean
+.PHONY: help venv system-packages test test-image lint lock demo bench clean
 
 help:
 	@echo "make demo   - throwaway Redis + demo worker + traffic + exporter, prints the URL"
 	@echo "make test   - install what is missing, then lint and the full test suite"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - ingestion benchmark (bench/RESULTS.md)"
+	@echo "make test-image - build the container image with buildah and run it (root)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,13 @@ lint: venv
 test: venv system-packages lint
 	$(BIN)/pytest -q
 
+test-image: venv
+	bash tests/setup/system-packages.sh redis-server buildah debootstrap
+	$(BIN)/pytest -q tests/image
+
+lock: venv
+	$(BIN)/python deploy/lock_requirements.py
+
 demo: venv
 	bash tests/setup/system-packages.sh redis-server
 	bash deploy/demo/run.sh
@@ -40,4 +48,4 @@ bench: venv
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .cache
