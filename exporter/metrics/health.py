@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import threading
+import time
 from collections.abc import Iterator
 
 import celery
@@ -76,11 +77,14 @@ class ExporterHealth:
         )
         last.add_metric([], self.last_event_at or 0.0)
         yield last
-        if self.event_lag is not None:
+        # A lag measured long ago says nothing about now (and must not keep an alert firing).
+        recent = self.last_event_at is not None and time.time() - self.last_event_at < 60
+        if self.event_lag is not None and recent:
             lag = GaugeMetricFamily(
                 "celery_exporter_event_lag_seconds",
-                "Receive time minus the sender's timestamp, for the latest event. Includes "
-                "worker-side batching and clock skew between hosts.",
+                "Receive time minus the sender's timestamp, for the latest event (absent when "
+                "no event arrived for a minute). Includes worker-side batching and clock skew "
+                "between hosts.",
             )
             lag.add_metric([], self.event_lag)
             yield lag

@@ -28,7 +28,16 @@ class RabbitMQQueueSource:
 
     def _channel_for_sampling(self) -> Any:
         if self._conn is None:
-            self._conn = self.app.connection_for_read(connect_timeout=self.timeout)
+            # Socket timeouts too (py-amqp's read/write_timeout): a half-open connection
+            # fails the sample instead of hanging the sampler.
+            options = {
+                **(self.app.conf.broker_transport_options or {}),
+                "read_timeout": self.timeout,
+                "write_timeout": self.timeout,
+            }
+            self._conn = self.app.connection_for_read(
+                connect_timeout=self.timeout, transport_options=options
+            )
             self._conn.ensure_connection(max_retries=0)
         if self._channel is None:
             self._channel = self._conn.channel()
