@@ -64,7 +64,3 @@ class LogOnce:
                 self._seen.clear()
             self._seen.add(key)
         self._logger.log(level, msg, *args, exc_info=exc_info)
-
-    def forget(self, key: object) -> None:
-        with self._lock:
-            self._seen.discard(key)

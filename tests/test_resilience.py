@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.exporter import ExporterProcess
-from tests.support.metrics import value
+from tests.support.metrics import Samples, value
 from tests.support.ports import free_port
 from tests.support.publish import publish_raw_events
 from tests.support.servers import RabbitMQServer, RedisServer
@@ -19,10 +19,10 @@ from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 
 
-def succeeded(exporter: ExporterProcess, hostname: str) -> float:
+def succeeded_in(samples: Samples, hostname: str) -> float:
     return (
         value(
-            exporter.scrape(),
+            samples,
             "celery_task_succeeded_total",
             name="tests.add",
             hostname=hostname,
@@ -32,12 +32,40 @@ def succeeded(exporter: ExporterProcess, hostname: str) -> float:
     )
 
 
+def succeeded(exporter: ExporterProcess, hostname: str) -> float:
+    return succeeded_in(exporter.scrape(), hostname)
+
+
 def heartbeat_since(exporter: ExporterProcess, hostname: str, since: float) -> bool:
     """The worker is up, with a heartbeat that reached the exporter after ``since``."""
     s = exporter.scrape()
     last = value(s, "celery_worker_last_heartbeat_timestamp_seconds", hostname=hostname)
     up = value(s, "celery_worker_up", hostname=hostname)
     return up == 1 and last is not None and last > since
+
+
+def assert_outage_reported(exporter: ExporterProcess, source: str) -> None:
+    """While the broker is down: /metrics answers from memory with the counts kept and the
+    broker down, /readyz fails, /healthz does not, sampling says it fails, retries go on."""
+    s = wait_for(
+        lambda: (lambda s: s if value(s, "celery_exporter_broker_up") == 0 else None)(
+            exporter.scrape()
+        ),
+        30,
+    )
+    assert succeeded_in(s, "steady@test") == 5
+    assert exporter.status("/readyz") == 503
+    assert exporter.status("/healthz") == 200
+    wait_for(lambda: value(exporter.scrape(), "celery_exporter_source_up", source=source) == 0, 30)
+    errors = value(exporter.scrape(), "celery_exporter_source_errors_total", source=source)
+    assert (errors or 0) >= 1
+    wait_for(
+        lambda: (
+            (value(exporter.scrape(), "celery_exporter_broker_connect_failures_total") or 0) >= 2
+        ),
+        30,
+        message="exporter did not keep retrying",
+    )
 
 
 def test_redis_outage_is_reported_and_counting_resumes(
@@ -60,40 +88,7 @@ def test_redis_outage_is_reported_and_counting_resumes(
         wait_for(lambda: succeeded(exporter, "steady@test") == 5, 30)
 
         server.stop()
-        s = wait_for(
-            lambda: (lambda s: s if value(s, "celery_exporter_broker_up") == 0 else None)(
-                exporter.scrape()
-            ),
-            30,
-        )
-        # /metrics keeps answering from memory; counts are kept; not ready, still alive.
-        assert (
-            value(
-                s,
-                "celery_task_succeeded_total",
-                name="tests.add",
-                hostname="steady@test",
-                queue_name="celery",
-            )
-            == 5
-        )
-        assert exporter.status("/readyz") == 503
-        assert exporter.status("/healthz") == 200
-        # Queue sampling fails on its own clock and says so; /metrics still answers.
-        wait_for(
-            lambda: value(exporter.scrape(), "celery_exporter_source_up", source="redis") == 0,
-            30,
-        )
-        errors = value(exporter.scrape(), "celery_exporter_source_errors_total", source="redis")
-        assert (errors or 0) >= 1
-        wait_for(
-            lambda: (
-                (value(exporter.scrape(), "celery_exporter_broker_connect_failures_total") or 0)
-                >= 2
-            ),
-            30,
-            message="exporter did not keep retrying",
-        )
+        assert_outage_reported(exporter, "redis")
 
         server.start()  # same port
         wait_for(lambda: exporter.status("/readyz") == 200, 30)
@@ -155,33 +150,7 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
         )
 
         server.stop()  # the node resets every client connection
-        s = wait_for(
-            lambda: (lambda s: s if value(s, "celery_exporter_broker_up") == 0 else None)(
-                exporter.scrape()
-            ),
-            30,
-        )
-        # /metrics keeps answering from memory; counts are kept; not ready, still alive.
-        assert (
-            value(
-                s,
-                "celery_task_succeeded_total",
-                name="tests.add",
-                hostname="steady@test",
-                queue_name="celery",
-            )
-            == 5
-        )
-        assert exporter.status("/readyz") == 503
-        assert exporter.status("/healthz") == 200
-        wait_for(
-            lambda: (
-                (value(exporter.scrape(), "celery_exporter_broker_connect_failures_total") or 0)
-                >= 2
-            ),
-            30,
-            message="exporter did not keep retrying",
-        )
+        assert_outage_reported(exporter, "rabbitmq")
         gate.touch()
         wait_for(
             lambda: f"tests.wait_for_file[{running}] succeeded" in worker.log_text(),

@@ -22,9 +22,8 @@ class BrokerSample:
     queues: dict[str, QueueSample] = field(default_factory=dict)
     # Queue names the broker itself knows (Redis: kombu's binding keys), for discovery.
     listed_queues: set[str] = field(default_factory=set)
-    # Redis: every reserved (unacked) message, and whether per-queue counts are complete.
+    # Redis: every reserved (unacked) message (per-queue counts are None past the scan limit).
     reserved_total: int | None = None
-    reserved_complete: bool = True
 
 
 class QueueSource(Protocol):

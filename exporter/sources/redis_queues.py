@@ -153,7 +153,6 @@ class RedisQueueSource:
         self, client: redis.Redis, key: str, total: int, sample: BrokerSample
     ) -> None:
         if total > self.unacked_scan_limit:
-            sample.reserved_complete = False
             for qs in sample.queues.values():
                 qs.reserved = None
             return

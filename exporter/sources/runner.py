@@ -33,7 +33,6 @@ class SourceHealth:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    taken_at: float
     sample: BrokerSample
     # queue -> seconds the next message to be consumed has waited (where known)
     oldest_age: dict[str, float] = field(default_factory=dict)
@@ -123,7 +122,7 @@ class QueueSampler:
         self.registry.note(sample.listed_queues, now)
         self.registry.note([q for q, s in sample.queues.items() if s.ready or s.reserved], now)
         ages, exact = self._oldest_ages(sample, done)
-        self.snapshot = QueueSnapshot(done, sample, ages, frozenset(exact))
+        self.snapshot = QueueSnapshot(sample, ages, frozenset(exact))
 
     def _oldest_ages(self, sample: BrokerSample, now: float) -> tuple[dict[str, float], set[str]]:
         ages: dict[str, float] = {}

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port, port_is_open
+from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess
-from tests.support.servers import ServerBinaryMissing, _Server
+from tests.support.servers import ServerBinaryMissing, _ProcessServer
 from tests.support.waiting import wait_for
 
 
@@ -54,12 +54,14 @@ def _require_prometheus() -> str:
     return path
 
 
-class PrometheusServer(_Server):
+class PrometheusServer(_ProcessServer):
     """One ``prometheus`` process on 127.0.0.1, its files under ``workdir``.
 
     ``config_yaml`` is the whole configuration file except ``rule_files``, which this class
     writes from ``rule_files`` (absolute paths, so the files can live anywhere).
     """
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -122,14 +124,6 @@ class PrometheusServer(_Server):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.running else None
-
     def log_tail(self, max_chars: int = 6000) -> str:
         return self._proc.log_tail(max_chars) if self._proc is not None else ""
 
@@ -186,25 +180,6 @@ class PrometheusServer(_Server):
         except BaseException:
             proc.kill()
             raise
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (Prometheus flushes and exits), then SIGKILL after ``timeout``."""
-        if self._proc is not None:
-            self._proc.stop(timeout)
-        self._wait_port_closed()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, not a shutdown."""
-        if self._proc is not None:
-            self._proc.kill()
-        self._wait_port_closed()
-
-    def _wait_port_closed(self) -> None:
-        wait_for(
-            lambda: not port_is_open(self.port),
-            10.0,
-            message=f"port {self.port} still accepts connections after prometheus stopped",
-        )
 
     def reload(
         self, config_yaml: str | None = None, rule_files: Sequence[Path] | None = None

@@ -70,8 +70,45 @@ class _Server:
         self.stop()
 
 
-class RedisServer(_Server):
+class _ProcessServer(_Server):
+    """A server that is one process of ours listening on ``self.port``."""
+
+    name = "server"
+    port: int
+    _proc: ManagedProcess | None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.running else None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns once the port is free."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+        self._wait_port_closed()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown."""
+        if self._proc is not None:
+            self._proc.kill()
+        self._wait_port_closed()
+
+    def _wait_port_closed(self) -> None:
+        wait_for(
+            lambda: not port_is_open(self.port),
+            10.0,
+            message=f"port {self.port} still accepts connections after {self.name} stopped",
+        )
+
+
+class RedisServer(_ProcessServer):
     """A redis-server on 127.0.0.1:<free port>, no persistence, its files under ``workdir``."""
+
+    name = "redis-server"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
@@ -81,14 +118,6 @@ class RedisServer(_Server):
         self._proc: ManagedProcess | None = None
         #: Seconds the last start() took until PING answered.
         self.last_boot_seconds: float | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.running else None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -151,25 +180,6 @@ class RedisServer(_Server):
             proc.kill()
             raise
         self.last_boot_seconds = time.monotonic() - begin
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns once the port is free."""
-        if self._proc is not None:
-            self._proc.stop(timeout)
-        self._wait_port_closed()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, not a shutdown."""
-        if self._proc is not None:
-            self._proc.kill()
-        self._wait_port_closed()
-
-    def _wait_port_closed(self) -> None:
-        wait_for(
-            lambda: not port_is_open(self.port),
-            10.0,
-            message=f"port {self.port} still accepts connections after redis-server stopped",
-        )
 
     def __enter__(self) -> RedisServer:
         self.start()
