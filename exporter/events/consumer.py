@@ -26,6 +26,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from exporter.events.redis_stream import RedisEventStream, is_redis_channel
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text, redact_url
 from exporter.settings import Settings
@@ -59,6 +60,8 @@ class EventConsumer:
         self._thread: threading.Thread | None = None
         self._last_message_at = 0.0
         self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
+        # The direct Redis reader of the current connection (None for RabbitMQ).
+        self.stream: RedisEventStream | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -135,11 +138,23 @@ class EventConsumer:
         with consumer:
             self._last_message_at = 0.0
             watchdog = self.settings.event_watchdog_seconds
+            # Redis: kombu connects and subscribes, we read the replies (redis_stream.py).
+            stream = (
+                RedisEventStream(channel, self._handle_body, self._skipped)
+                if is_redis_channel(channel)
+                else None
+            )
+            self.stream = stream
             while not self.stopping.is_set():
-                try:
-                    conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
-                except TimeoutError:
-                    pass
+                if stream is not None:
+                    stream.drain(DRAIN_TIMEOUT_SECONDS)
+                    if not stream.subscribed:
+                        continue
+                else:
+                    try:
+                        conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
+                    except TimeoutError:
+                        pass
                 if not self.consuming.is_set():
                     self.consuming.set()
                     self.health.set_broker_up(True, self.clock())
@@ -152,14 +167,21 @@ class EventConsumer:
                     raise WatchdogExpired()
 
     def _handle(self, message: Message) -> None:
+        self._handle_body(message.body, message.content_type)
+
+    def _handle_body(self, body: bytes | str, content_type: str | None) -> None:
         self._last_message_at = self.clock()
         try:
-            self.on_message(message.body, message.content_type)
+            self.on_message(body, content_type)
         except Exception:
             # A bug or a message nothing anticipated must not cost the connection (and the
             # events sent while reconnecting).
             self.health.skipped.inc(("handler_error",))
             log.exception("could not handle an event message; skipped")
+
+    def _skipped(self, reason: str) -> None:
+        self._last_message_at = self.clock()
+        self.health.skipped.inc((reason,))
 
 
 def _describe(exc: BaseException) -> str:

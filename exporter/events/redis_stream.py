@@ -1,0 +1,137 @@
+"""Read a Redis broker's event subscription directly, without kombu's per-message path.
+
+kombu delivers each pub/sub message through ``Channel._receive_one`` -> ``_deliver`` ->
+a ``Message`` object -> our callback: envelope JSON with an ``object_hook``, several dict
+copies and callbacks per message, about 40% of the exporter's CPU on single-event
+messages (bench/RESULTS.md). Here kombu still does everything that depends on the broker
+URL and transport options: it creates the connection (``redis://``, ``rediss://`` with
+its TLS options, ``sentinel://``), computes the topics (``global_keyprefix``,
+``fanout_prefix``, ``fanout_patterns``, the database number) and sends the ``PSUBSCRIBE``
+itself. Only the reading of the replies is ours: read a reply from the subscription's
+redis-py connection, decode the envelope with orjson, undo the base64 body encoding, and
+hand the body to the dispatcher.
+
+Errors are not hidden: a connection error propagates to the consumer (which counts a
+reconnect and backs off, as with kombu's path), and an envelope that is not kombu's JSON
+is counted as skipped (kombu logged it and dropped it uncounted).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kombu.transport.virtual import Channel as VirtualChannel
+from orjson import loads as _loads
+
+from exporter.logs import LogOnce
+
+log = logging.getLogger(__name__)
+
+# Messages handled per drain() call at most, so that stop requests and the watchdog are
+# looked at even while a flood lasts.
+MAX_MESSAGES_PER_DRAIN = 2_000
+
+OnMessage = Callable[[Any, "str | None"], None]
+OnSkip = Callable[[str], None]
+
+
+def is_redis_channel(channel: object) -> bool:
+    """Whether ``channel`` is kombu's Redis channel (redis://, rediss://, sentinel://)."""
+    try:
+        from kombu.transport.redis import Channel as RedisChannel
+    except ImportError:  # pragma: no cover - redis-py is a dependency
+        return False
+    return isinstance(channel, RedisChannel)
+
+
+class RedisEventStream:
+    """The fanout subscription of one kombu Redis channel, read directly.
+
+    Create it after ``Consumer.consume()`` (the channel then knows its fanout queue) and
+    before anything drains the connection: it subscribes at once.
+    """
+
+    def __init__(self, channel: VirtualChannel, on_message: OnMessage, on_skip: OnSkip) -> None:
+        self.on_message = on_message
+        self.on_skip = on_skip
+        self._log_once = LogOnce(log)
+        self.pubsub: Any = channel.subclient  # type: ignore[attr-defined]
+        if self.pubsub.connection is None:
+            # As kombu's poller does before it subscribes (no redis-py auto-resubscribe:
+            # a lost connection is the consumer's to handle and count).
+            self.pubsub.connection = self.pubsub.connection_pool.get_connection()
+        conn = self.pubsub.connection
+        conn.connect()  # a no-op when connected
+        self.connection: Any = conn
+        # Our connection's id, to find it in CLIENT LIST (output buffer = our backlog).
+        conn.send_command("CLIENT", "ID")
+        self.client_id = int(conn.read_response())
+        # kombu computes the topics from the transport options and sends PSUBSCRIBE.
+        channel._subscribe()  # type: ignore[attr-defined]
+        self.subscribed = False
+        self.messages = 0
+        self.bytes_read = 0
+
+    def drain(self, timeout: float) -> int:
+        """Handle the messages that arrive within ``timeout``; how many were handled."""
+        conn = self.connection
+        if not conn.can_read(timeout=timeout):
+            return 0
+        read = conn.read_response
+        can_read = conn.can_read
+        handle = self._handle
+        handled = 0
+        while True:
+            reply = read(disconnect_on_error=False, push_request=True)
+            # RESP2/RESP3 pub/sub: [b"pmessage", pattern, channel, data]
+            if type(reply) is list:
+                kind = reply[0]
+                if (kind == b"pmessage" or kind == "pmessage") and len(reply) == 4:
+                    handle(reply[3])
+                    handled += 1
+                elif (kind == b"message" or kind == "message") and len(reply) == 3:
+                    handle(reply[2])
+                    handled += 1
+                elif kind in (b"psubscribe", "psubscribe", b"subscribe", "subscribe"):
+                    self.subscribed = True
+            if handled >= MAX_MESSAGES_PER_DRAIN or not can_read(timeout=0):
+                break
+        # PING now and then while idle, as redis-py does (health_check_interval).
+        self.pubsub.check_health()
+        self.messages += handled
+        return handled
+
+    def _handle(self, data: bytes | str) -> None:
+        self.bytes_read += len(data)
+        try:
+            envelope = _loads(data)
+        except ValueError:
+            try:
+                envelope = json.loads(data)
+            except (ValueError, TypeError, RecursionError):
+                envelope = None
+        if type(envelope) is not dict:
+            self._skip("envelope", "a message that is not a kombu JSON envelope")
+            return
+        body = envelope.get("body")
+        properties = envelope.get("properties")
+        encoding = properties.get("body_encoding") if type(properties) is dict else None
+        if encoding == "base64" and body:
+            try:
+                body = binascii.a2b_base64(body)
+            except (binascii.Error, ValueError, TypeError):
+                self._skip("envelope", "a message whose base64 body does not decode")
+                return
+        elif encoding is not None and encoding != "base64":
+            self._skip("envelope", "a message with body encoding %.40r", encoding)
+            return
+        content_type = envelope.get("content-type")
+        self.on_message(body, content_type if type(content_type) is str else None)
+
+    def _skip(self, reason: str, message: str, *args: object) -> None:
+        self.on_skip(reason)
+        self._log_once(reason, logging.WARNING, "skipping " + message, *args)
