@@ -30,6 +30,8 @@ WorkerHandler = Callable[[Event, float], None]
 # Known types not turned into metrics (Celery's own, harmless).
 IGNORED_TYPES = frozenset({"worker-refused"})
 MAX_UUID_LENGTH = 256
+# Raw hostname -> label value, for the hot path; cleared when full (pod churn).
+MAX_CACHED_HOSTNAMES = 4_096
 
 
 class EventDispatcher:
@@ -48,6 +50,12 @@ class EventDispatcher:
         self.health = health
         self.clock = clock
         self._task_handlers: dict[str, TaskHandler] = tasks.handlers()
+        # Event type -> (handler, its key in celery_exporter_events_total).
+        self._task_routes: dict[str, tuple[TaskHandler, tuple[str]]] = {
+            etype: (handler, (etype,)) for etype, handler in self._task_handlers.items()
+        }
+        self._event_counts = health.events.values
+        self._hostnames: dict[str, str] = {}
         self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
         self.reorder = Reorder(tasks.tracker, reorder_window)
         # Guards the task tracker and the task/health counters: events are applied on the
@@ -79,6 +87,8 @@ class EventDispatcher:
         self._log_once(reason, logging.WARNING, "skipping an event (%s): " + message, reason, *args)
 
     def _dispatch(self, event: Any, now: float) -> None:
+        # The hot path: one call per event, attributes and cached label values read
+        # directly (bench/RESULTS.md, Profile).
         if type(event) is not dict:
             self._skip("not_object", "a %s, not an object", type(event).__name__)
             return
@@ -90,19 +100,27 @@ class EventDispatcher:
         if type(ts) is float or type(ts) is int:
             self.health.event_lag = now - ts
 
-        task_handler = self._task_handlers.get(etype)
-        if task_handler is not None:
-            self.health.events.inc((etype,))
+        route = self._task_routes.get(etype)
+        if route is not None:
+            task_handler, key = route
+            counts = self._event_counts
+            counts[key] = counts.get(key, 0.0) + 1.0
             uuid = event.get("uuid")
             if type(uuid) is not str or not uuid or len(uuid) > MAX_UUID_LENGTH:
                 self._skip("bad_uuid", "%s event without a usable uuid", etype)
                 return
-            hostname = cached_label(event.get("hostname"))
+            raw = event.get("hostname")
+            hostname = self._hostnames.get(raw) if type(raw) is str else None
+            if hostname is None:
+                hostname = self._hostname(raw)
             if etype != "task-sent" and self.registry.task_event(hostname):
                 log.info("worker %s sends task events", hostname)
             if self.reorder.hold(etype, uuid, event, now):
                 return
-            self._apply_task(task_handler, event, uuid, hostname, now)
+            try:
+                task_handler(event, uuid, hostname, now)
+            except Exception:  # never let one event stop the stream
+                self._handler_error(etype)
             if etype == "task-sent":
                 for held in self.reorder.release(uuid):
                     self._apply_held(held, now)
@@ -119,6 +137,15 @@ class EventDispatcher:
             self.health.events.inc((etype,))
         else:
             self._skip("unknown_type", "type %.80r", etype)
+
+    def _hostname(self, raw: object) -> str:
+        """``cached_label`` of a hostname, kept in a small dict the hot path reads."""
+        hostname = cached_label(raw)
+        if type(raw) is str:
+            if len(self._hostnames) >= MAX_CACHED_HOSTNAMES:
+                self._hostnames.clear()
+            self._hostnames[raw] = hostname
+        return hostname
 
     def _apply_task(
         self, handler: TaskHandler, event: Event, uuid: str, hostname: str, now: float

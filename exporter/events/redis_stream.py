@@ -19,6 +19,7 @@ is counted as skipped (kombu logged it and dropped it uncounted).
 from __future__ import annotations
 
 import binascii
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 # Messages handled per drain() call at most, so that stop requests and the watchdog are
 # looked at even while a flood lasts.
 MAX_MESSAGES_PER_DRAIN = 2_000
+# redis-py's pure-Python parser keeps every byte it read until its buffer is read to the
+# end, which never happens while a backlog lasts: the buffer grows to the backlog's size
+# (hundreds of MiB) and each growth copies it. Past this many bytes already parsed, the
+# unread rest (at most a message or a read) is moved to a fresh buffer.
+COMPACT_AFTER_BYTES = 1 << 20
+COMPACT_EVERY_MESSAGES = 128
 
 OnMessage = Callable[[Any, "str | None"], None]
 OnSkip = Callable[[str], None]
@@ -85,6 +92,7 @@ class RedisEventStream:
         can_read = conn.can_read
         handle = self._handle
         handled = 0
+        compact_at = COMPACT_EVERY_MESSAGES
         while True:
             reply = read(disconnect_on_error=False, push_request=True)
             # RESP2/RESP3 pub/sub: [b"pmessage", pattern, channel, data]
@@ -98,12 +106,24 @@ class RedisEventStream:
                     handled += 1
                 elif kind in (b"psubscribe", "psubscribe", b"subscribe", "subscribe"):
                     self.subscribed = True
+            if handled >= compact_at:
+                compact_at += COMPACT_EVERY_MESSAGES
+                self._compact()
             if handled >= MAX_MESSAGES_PER_DRAIN or not can_read(timeout=0):
                 break
+        self._compact()
         # PING now and then while idle, as redis-py does (health_check_interval).
         self.pubsub.check_health()
         self.messages += handled
         return handled
+
+    def _compact(self) -> None:
+        socket_buffer = getattr(getattr(self.connection, "_parser", None), "_buffer", None)
+        buffer = getattr(socket_buffer, "_buffer", None)
+        if type(buffer) is not io.BytesIO or buffer.tell() < COMPACT_AFTER_BYTES:
+            return  # hiredis, or nothing worth moving
+        fresh = io.BytesIO(buffer.read())
+        socket_buffer._buffer = fresh  # type: ignore[union-attr]
 
     def _handle(self, data: bytes | str) -> None:
         self.bytes_read += len(data)

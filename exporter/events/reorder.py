@@ -47,13 +47,14 @@ class Reorder:
         if etype == "task-sent":
             self.last_sent_at = now
             return False
-        held = self._held.get(uuid)
-        if held is not None:
-            held[1].append(event)
-            return True
-        if self.tracker.known(uuid):
-            return False
+        if self._held:  # usually empty: skip the lookup
+            held = self._held.get(uuid)
+            if held is not None:
+                held[1].append(event)
+                return True
         if etype == "task-received" and now - self.last_sent_at > SENT_EVENTS_RECENT_SECONDS:
+            return False
+        if self.tracker.known(uuid):
             return False
         self._held[uuid] = (now, [event])
         return True

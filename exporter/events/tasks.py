@@ -31,6 +31,8 @@ _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
 
 def event_time(event: Event, now: float) -> float:
     ts = event.get("timestamp")
+    if type(ts) is float:  # the usual case, first
+        return ts if ts == ts else now
     if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts:
         return float(ts)
     return now
@@ -124,8 +126,8 @@ class TaskEventHandler:
         task.received_at = event_time(event, now)
         if task.sent_at is None and not event.get("retries"):
             self.arrivals.arrive(task.name, task.received_at, None)
-        eta = parse_eta(event.get("eta"))
-        if eta is not None:
+        eta = event.get("eta")
+        if eta is not None and (eta := parse_eta(eta)) is not None:
             task.due_at = eta
         task.started_at = None
         self.metrics.received.inc(self._labels(task, hostname))
