@@ -27,6 +27,7 @@ from typing import Any
 
 from kombu.transport.virtual import Channel as VirtualChannel
 from orjson import loads as _loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from exporter.logs import LogOnce
 
@@ -77,6 +78,7 @@ class RedisEventStream:
         # Our connection's id, to find it in CLIENT LIST (output buffer = our backlog).
         conn.send_command("CLIENT", "ID")
         self.client_id = int(conn.read_response())
+        self._read, self._can_read = _reader(conn)
         # kombu computes the topics from the transport options and sends PSUBSCRIBE.
         channel._subscribe()  # type: ignore[attr-defined]
         self.subscribed = False
@@ -85,16 +87,15 @@ class RedisEventStream:
 
     def drain(self, timeout: float) -> int:
         """Handle the messages that arrive within ``timeout``; how many were handled."""
-        conn = self.connection
-        if not conn.can_read(timeout=timeout):
+        can_read = self._can_read
+        if not can_read(timeout):
             return 0
-        read = conn.read_response
-        can_read = conn.can_read
+        read = self._read
         handle = self._handle
         handled = 0
         compact_at = COMPACT_EVERY_MESSAGES
         while True:
-            reply = read(disconnect_on_error=False, push_request=True)
+            reply = read()
             # RESP2/RESP3 pub/sub: [b"pmessage", pattern, channel, data]
             if type(reply) is list:
                 kind = reply[0]
@@ -109,7 +110,7 @@ class RedisEventStream:
             if handled >= compact_at:
                 compact_at += COMPACT_EVERY_MESSAGES
                 self._compact()
-            if handled >= MAX_MESSAGES_PER_DRAIN or not can_read(timeout=0):
+            if handled >= MAX_MESSAGES_PER_DRAIN or not can_read(0):
                 break
         self._compact()
         # PING now and then while idle, as redis-py does (health_check_interval).
@@ -155,3 +156,50 @@ class RedisEventStream:
     def _skip(self, reason: str, message: str, *args: object) -> None:
         self.on_skip(reason)
         self._log_once(reason, logging.WARNING, "skipping " + message, *args)
+
+
+def _identity(response: Any) -> Any:
+    return response
+
+
+def _reader(conn: Any) -> tuple[Callable[[], Any], Callable[[float], bool]]:
+    """read() and can_read(timeout) for the subscription's connection.
+
+    redis-py's ``Connection.read_response``/``can_read`` format an error string (host and
+    port) on every call, and its RESP3 parser logs every pub/sub message with
+    ``logger.debug("Push response: " + str(response))``, building the repr of each
+    message even when debug logging is off: together more than the rest of the read on
+    large messages. Read through the parser itself, with a push handler that only returns
+    the message; fall back to the connection's methods for parsers that differ.
+    """
+    parser: Any = getattr(conn, "_parser", None)
+    parser_read = getattr(parser, "read_response", None)
+    parser_can_read = getattr(parser, "can_read", None)
+    if parser_read is None or parser_can_read is None:
+        return (
+            lambda: conn.read_response(disconnect_on_error=False, push_request=True),
+            lambda timeout: bool(conn.can_read(timeout=timeout)),
+        )
+    resp3 = str(getattr(conn, "protocol", "2")) == "3"
+    if resp3 and hasattr(parser, "set_pubsub_push_handler"):
+        parser.set_pubsub_push_handler(_identity)
+
+    def read() -> Any:
+        try:
+            if resp3:
+                return parser_read(disable_decoding=False, push_request=True)
+            return parser_read(disable_decoding=False)
+        except OSError as exc:  # as Connection.read_response says it
+            raise RedisConnectionError(
+                f"Error while reading the event subscription: {exc}"
+            ) from exc
+
+    def can_read(timeout: float) -> bool:
+        try:
+            return bool(parser_can_read(timeout))
+        except OSError as exc:
+            raise RedisConnectionError(
+                f"Error while reading the event subscription: {exc}"
+            ) from exc
+
+    return read, can_read
