@@ -99,6 +99,7 @@ class EventConsumer:
                     self.health.connect_failures.inc(())
             was_consuming = self.consuming.is_set()
             self.consuming.clear()
+            self.health.event_backlog_bytes = None
             self.health.set_broker_up(False, self.clock())
             if self.stopping.is_set():
                 break
@@ -150,6 +151,7 @@ class EventConsumer:
                     stream.drain(DRAIN_TIMEOUT_SECONDS)
                     if not stream.subscribed:
                         continue
+                    self.health.event_backlog_bytes = stream.sample_backlog(self.clock())
                 else:
                     try:
                         conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)

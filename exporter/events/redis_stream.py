@@ -28,6 +28,7 @@ from typing import Any
 from kombu.transport.virtual import Channel as VirtualChannel
 from orjson import loads as _loads
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 
 from exporter.logs import LogOnce
 
@@ -42,6 +43,8 @@ MAX_MESSAGES_PER_DRAIN = 2_000
 # unread rest (at most a message or a read) is moved to a fresh buffer.
 COMPACT_AFTER_BYTES = 1 << 20
 COMPACT_EVERY_MESSAGES = 128
+# How often Redis is asked how much it holds for us (CLIENT LIST, our connection's omem).
+BACKLOG_SAMPLE_SECONDS = 5.0
 
 OnMessage = Callable[[Any, "str | None"], None]
 OnSkip = Callable[[str], None]
@@ -84,6 +87,11 @@ class RedisEventStream:
         self.subscribed = False
         self.messages = 0
         self.bytes_read = 0
+        self._channel = channel
+        # Bytes Redis holds for this subscription, not yet sent (None: unknown).
+        self.backlog_bytes: int | None = None
+        self._next_backlog_sample = 0.0
+        self._backlog_unavailable = False
 
     def drain(self, timeout: float) -> int:
         """Handle the messages that arrive within ``timeout``; how many were handled."""
@@ -117,6 +125,36 @@ class RedisEventStream:
         self.pubsub.check_health()
         self.messages += handled
         return handled
+
+    def sample_backlog(self, now: float) -> int | None:
+        """Bytes waiting in Redis for this subscription (its output buffer, ``omem``),
+        asked every ``BACKLOG_SAMPLE_SECONDS`` on another connection; None if unknown.
+
+        Redis disconnects a subscriber whose buffer passes ``client-output-buffer-limit
+        pubsub`` (32 MB by default): the events in it are lost, and the consumer counts a
+        reconnect. This says how close that is.
+        """
+        if self._backlog_unavailable or now < self._next_backlog_sample:
+            return self.backlog_bytes
+        self._next_backlog_sample = now + BACKLOG_SAMPLE_SECONDS
+        try:
+            with self._channel.conn_or_acquire() as client:  # type: ignore[attr-defined]
+                try:
+                    entries = client.client_list(client_id=[self.client_id])
+                except RedisResponseError:  # Redis < 6.2: no CLIENT LIST ID
+                    entries = client.client_list(_type="pubsub")
+        except RedisResponseError as exc:  # e.g. an ACL without CLIENT
+            self._backlog_unavailable = True
+            self.backlog_bytes = None
+            log.warning("cannot read the event backlog from Redis (CLIENT LIST): %s", exc)
+            return None
+        for entry in entries:
+            if str(entry.get("id")) == str(self.client_id):
+                self.backlog_bytes = int(entry.get("omem", 0))
+                break
+        else:
+            self.backlog_bytes = None
+        return self.backlog_bytes
 
     def _compact(self) -> None:
         socket_buffer = getattr(getattr(self.connection, "_parser", None), "_buffer", None)

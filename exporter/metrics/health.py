@@ -21,6 +21,8 @@ class ExporterHealth:
         self.broker_up = False
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
+        # Redis: bytes the broker holds for the event subscription (None: unknown).
+        self.event_backlog_bytes: int | None = None
         self.tracked_tasks = 0
         self.held_tasks = 0
         self.reconnects = LabelledCounter(
@@ -88,6 +90,17 @@ class ExporterHealth:
             )
             lag.add_metric([], self.event_lag)
             yield lag
+        backlog = self.event_backlog_bytes
+        if backlog is not None:
+            family = GaugeMetricFamily(
+                "celery_exporter_event_backlog_bytes",
+                "Redis brokers: bytes of event messages Redis holds for the exporter and has "
+                "not sent yet (its pub/sub output buffer, sampled every 5 s). Redis drops the "
+                "subscriber, and the events in it, at client-output-buffer-limit pubsub "
+                "(32 MiB by default).",
+            )
+            family.add_metric([], float(backlog))
+            yield family
         tracked = GaugeMetricFamily(
             "celery_exporter_tracked_tasks",
             "Tasks in flight the exporter remembers (name, queue, timestamps).",
