@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
+from exporter.metrics.exposition import render
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
 
     def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = encoder(self.server.registry)
+            body, content_type = render(self.server.registry, self.headers.get("Accept", ""))
         except Exception:
             log.exception("rendering /metrics failed")
             self._send(500, "text/plain; charset=utf-8", b"rendering metrics failed\n")

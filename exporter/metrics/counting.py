@@ -11,7 +11,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
+
+from exporter.metrics.exposition import FastCounterFamily, FastHistogramFamily, LabelText
 
 
 def _go_float(bound: float) -> str:
@@ -25,6 +27,7 @@ class LabelledCounter:
         self.documentation = documentation
         self.labelnames = list(labelnames)
         self.values: dict[tuple[str, ...], float] = {}
+        self._text = LabelText(self.labelnames)
 
     def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
         values = self.values
@@ -38,13 +41,15 @@ class LabelledCounter:
         return dict(self.values)
 
     def family(self, values: dict[tuple[str, ...], float] | None = None) -> Metric:
-        # CounterMetricFamily appends `_total` itself.
-        family = CounterMetricFamily(
-            self.name.removesuffix("_total"), self.documentation, labels=self.labelnames
+        """The family to expose; renders its own text (exposition.py). Pass a snapshot
+        when the values may change meanwhile."""
+        return FastCounterFamily(
+            self.name,
+            self.documentation,
+            self.labelnames,
+            self.snapshot() if values is None else values,
+            self._text,
         )
-        for labels, value in (self.values if values is None else values).items():
-            family.add_metric(list(labels), value)
-        return family
 
 
 class LabelledHistogram:
@@ -62,6 +67,7 @@ class LabelledHistogram:
         self._le = [_go_float(b) for b in self.bounds] + ["+Inf"]
         # Per label tuple: non-cumulative bucket counts (last is +Inf), then the sum.
         self.values: dict[tuple[str, ...], list[float]] = {}
+        self._text = LabelText(self.labelnames)
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         slots = self.values.get(labels)
@@ -80,12 +86,14 @@ class LabelledHistogram:
         return {labels: slots[:] for labels, slots in self.values.items()}
 
     def family(self, values: dict[tuple[str, ...], list[float]] | None = None) -> Metric:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, slots in (self.values if values is None else values).items():
-            cumulative = 0.0
-            buckets: list[tuple[str, float]] = []
-            for le, n in zip(self._le, slots[:-1], strict=True):
-                cumulative += n
-                buckets.append((le, cumulative))
-            family.add_metric(list(labels), buckets, slots[-1])
-        return family
+        """The family to expose; renders its own text (exposition.py)."""
+        return FastHistogramFamily(
+            self.name,
+            self.documentation,
+            self.labelnames,
+            self._le,
+            self.snapshot() if values is None else values,
+            self._text,
+            # As HistogramMetricFamily: no _count/_sum when a bucket bound is negative.
+            with_count=not self.bounds or self.bounds[0] >= 0,
+        )

@@ -1,0 +1,202 @@
+"""The exporter's own exposition writer (exporter/metrics/exposition.py) gives the bytes
+prometheus_client gives, in the Prometheus text format and in OpenMetrics, and both
+parsers read the same samples from it."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import Collector
+
+from exporter.daemon import Exporter
+from exporter.metrics.counting import LabelledCounter, LabelledHistogram
+from exporter.metrics.exposition import go_float, render
+from exporter.settings import Settings
+
+TEXT = ""  # no Accept header: the 0.0.4 text format
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+)
+
+HOSTILE = [
+    "plain",
+    'quote"inside',
+    "back\\slash",
+    "new\nline",
+    "ünïcödé ✓",
+    "(unknown)",
+    "",
+    "trailing\\",
+    '\\"\n',
+]
+
+
+class _Fixed(Collector):
+    def __init__(self, *metrics: LabelledCounter | LabelledHistogram) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        return [m.family() for m in self.metrics]
+
+
+def hostile_registry(extremes: bool = True) -> CollectorRegistry:
+    """Hostile label values; with ``extremes`` also values OpenMetrics rejects in a counter
+    (negative, NaN), which both writers must still write alike."""
+    counter = LabelledCounter("t_events_total", 'Help with "quotes", \\ and\nnewline.', ("b", "a"))
+    plain = LabelledCounter("t_plain_total", "No labels.", ())
+    empty = LabelledCounter("t_empty_total", "Never incremented.", ("x",))
+    histogram = LabelledHistogram(
+        "t_seconds", "A histogram.", ("name", "queue_name", "state"), [0.005, 0.5, 1, 2.5, 1e7]
+    )
+    around_le = LabelledHistogram("t_le", "Labels on both sides of le.", ("zz", "aa"), [1.0])
+    for i, a in enumerate(HOSTILE):
+        for b in HOSTILE[:3]:
+            counter.inc((b, a), float(i))
+        histogram.observe((a, "q", "succeeded"), 0.005)  # equal to a bound: in that bucket
+        histogram.observe((a, "q", "succeeded"), 3.0 + i)
+        histogram.observe((a, "q", "failed"), 1e8)
+        around_le.observe((a, a), 0.5)
+    plain.inc((), 12_345_678.0)  # Go's exponent form: 1.2345678e+07
+    counter.inc(("big", "x"), 1e22)
+    counter.inc(("tiny", "x"), 1e-7)
+    if extremes:
+        counter.inc(("neg", "x"), -2.5)
+        counter.inc(("nan", "x"), math.nan)
+    counter.inc(("inf", "x"), math.inf)
+    histogram.observe(("inf", "q", "succeeded"), math.inf)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(counter, plain, empty, histogram, around_le))
+    return registry
+
+
+def busy_exporter() -> Exporter:
+    exporter = Exporter(Settings(broker_url="redis://127.0.0.1:1/0"))
+    t = 1_700_000_000.0
+    for n in range(7):
+        for w in range(5):
+            uuid, host = f"{n}-{w}", f'celery@w"{w}'
+            exporter.dispatcher.on_message(
+                json.dumps(
+                    [
+                        {
+                            "type": "task-sent",
+                            "uuid": uuid,
+                            "name": f"t{n}",
+                            "queue": "q\\1",
+                            "hostname": "gen1@p",
+                            "timestamp": t,
+                        },
+                        {
+                            "type": "task-received",
+                            "uuid": uuid,
+                            "name": f"t{n}",
+                            "hostname": host,
+                            "timestamp": t,
+                        },
+                        {
+                            "type": "task-started",
+                            "uuid": uuid,
+                            "hostname": host,
+                            "timestamp": t + 0.25,
+                        },
+                        {
+                            "type": "task-failed" if w == 0 else "task-succeeded",
+                            "uuid": uuid,
+                            "hostname": host,
+                            "timestamp": t + 1.5,
+                            "runtime": 1.25,
+                            "exception": "ValueError('x')",
+                        },
+                    ]
+                ),
+                "application/json",
+            )
+    return exporter
+
+
+def without_process_metrics(text: str) -> str:
+    """process_* (CPU seconds, memory) change between two renderings."""
+    return "".join(line for line in text.splitlines(keepends=True) if "process_" not in line)
+
+
+@pytest.mark.parametrize("accept", [TEXT, PROMETHEUS_ACCEPT], ids=["text", "openmetrics"])
+def test_same_bytes_as_prometheus_client(accept: str) -> None:
+    reference = openmetrics_latest if accept else generate_latest
+    for registry in (hostile_registry(), busy_exporter().registry):
+        body, content_type = render(registry, accept)
+        expected = reference(registry)
+        assert without_process_metrics(body.decode()) == without_process_metrics(expected.decode())
+        assert content_type.startswith(
+            "application/openmetrics-text" if accept else "text/plain; version=0.0.4"
+        )
+
+
+def test_both_parsers_read_the_same_samples() -> None:
+    registry = hostile_registry(extremes=False)
+    text, _ = render(registry, TEXT)
+    om, _ = render(registry, PROMETHEUS_ACCEPT)
+    assert om.endswith(b"# EOF\n") and not text.endswith(b"# EOF\n")
+
+    def samples(families: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], str]:
+        return {
+            (s.name, frozenset(s.labels.items())): repr(s.value)
+            for f in families
+            for s in f.samples
+        }
+
+    from_text = samples(parse_text(text.decode()))
+    from_om = samples(parse_om(om.decode()))
+    assert from_text == from_om
+    assert from_text == samples(registry.collect())
+    assert from_text[("t_events_total", frozenset({("a", '\\"\n'), ("b", "plain")}))] == "8.0"
+    labels = {"name": "plain", "queue_name": "q", "state": "succeeded", "le": "0.005"}
+    bucket = ("t_seconds_bucket", frozenset(labels.items()))
+    assert from_text[bucket] == "1.0"
+
+
+def test_series_removed_from_a_counter_leave_the_exposition() -> None:
+    counter = LabelledCounter("t_total", "x", ("hostname",))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(counter))
+    for i in range(3):
+        counter.inc((f"w{i}",))
+    render(registry, TEXT)
+    del counter.values[("w1",)]
+    body, _ = render(registry, TEXT)
+    assert body.decode() == (
+        '# HELP t_total x\n# TYPE t_total counter\nt_total{hostname="w0"} 1.0\n'
+        't_total{hostname="w2"} 1.0\n'
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.0,
+        1.0,
+        0.005,
+        999_999.0,
+        1e6,
+        12_345_678.0,
+        1e22,
+        1e-7,
+        -3.5,
+        math.inf,
+        -math.inf,
+        math.nan,
+        3,
+    ],
+)
+def test_numbers_as_go_writes_them(value: float) -> None:
+    from prometheus_client.utils import floatToGoString
+
+    assert go_float(value) == floatToGoString(value)
