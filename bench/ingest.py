@@ -9,7 +9,7 @@ Run ``.venv/bin/python bench/ingest.py [--events N] [--quick]`` (``make bench``)
    captures what Redis carries, so the flood is built in exactly that format (the rebuild is
    checked byte for byte against the capture);
 3. in a separate publisher process, pre-encodes a realistic event stream (100 task names,
-   20 workers, received/started/succeeded-or-failed per task, worker heartbeats) twice: as
+   100 workers, received/started/succeeded-or-failed per task, worker heartbeats) twice: as
    prefork workers send it (``task.multi`` batches of up to 24 events) and one event per
    message, and replays it with redis-py ``PUBLISH`` pipelines as fast as it can;
 4. measures, one at a time and each in a subprocess of its own, a baseline subscriber (redis-py
@@ -53,10 +53,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "RESULTS.md"
+# Sections of RESULTS.md written by the other scripts (matrix.py, scrape.py, memory.py,
+# soak.py): kept when this script rewrites the file.
+OTHER_SECTIONS = (
+    "## Ingestion rate matrix",
+    "## /metrics latency",
+    "## Memory after 1,000,000 tasks",
+    "## Soak",
+)
 
 EXCHANGE = "celeryev"
 N_TASK_NAMES = 100
-N_WORKERS = 20
+N_WORKERS = 100  # the issue's target shape: 100 task names, 100 workers
 BATCH_LIMIT = 24  # celery.events.dispatcher.EventDispatcher(buffer_limit=24)
 # A worker's hub flushes its buffer on every loop turn, so some batches leave before they
 # hold 24 events: after each buffered event, flush early with this probability.
@@ -67,7 +75,7 @@ FAILURE_RATE = 0.05
 IN_FLIGHT_TASKS = 100_000
 PROFILE_EVENTS = 60_000  # about this many events per shape under the profiler
 IN_FLIGHT_ROUNDS = int(os.environ.get("BENCH_IN_FLIGHT_ROUNDS", "3"))
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.75
 FULL_EVENTS = 250_000
 QUICK_EVENTS = 100_000
 FULL_REPEAT = 2
@@ -435,15 +443,18 @@ class _Worker:
 class Workload:
     """Deterministic Celery event stream: per task received, started, succeeded or failed."""
 
-    def __init__(self, utcoffset: Any, seed: int) -> None:
+    def __init__(
+        self, utcoffset: Any, seed: int, names: int = N_TASK_NAMES, workers: int = N_WORKERS
+    ) -> None:
         import celery
 
         self.celery_version = celery.__version__
         self.rng = random.Random(seed)
-        self.workers = [_Worker(i, utcoffset) for i in range(N_WORKERS)]
+        self.workers = [_Worker(i, utcoffset) for i in range(workers)]
         self.now = time.time() - 600.0
+        self.names = TASK_NAMES[:names]
         # Skewed like real traffic: a few task names carry most of the load.
-        self.name_weights = [1.0 / (i + 1) ** 0.8 for i in range(N_TASK_NAMES)]
+        self.name_weights = [1.0 / (i + 1) ** 0.8 for i in range(names)]
 
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -510,12 +521,12 @@ class Workload:
     def task_stream(self, n_tasks: int) -> Iterator[tuple[_Worker, Event]]:
         """Events of ``n_tasks`` complete tasks plus worker heartbeats, in sending order."""
         rng = self.rng
-        names: list[str] = rng.choices(TASK_NAMES, self.name_weights, k=n_tasks)
+        names: list[str] = rng.choices(self.names, self.name_weights, k=n_tasks)
         for i in range(n_tasks):
             if i % HEARTBEAT_EVERY_TASKS == 0:
                 for worker in self.workers:
                     yield worker, self.heartbeat(worker)
-            worker = self.workers[rng.randrange(N_WORKERS)]
+            worker = self.workers[rng.randrange(len(self.workers))]
             task_id = self.uuid()
             worker.processed += 1
             yield worker, self.received(worker, task_id, names[i])
@@ -532,11 +543,11 @@ class Workload:
 
     def in_flight(self, n_tasks: int) -> tuple[list[tuple[_Worker, Event]], list[str]]:
         """task-received for ``n_tasks`` new tasks; returns the events and the task ids."""
-        names: list[str] = self.rng.choices(TASK_NAMES, self.name_weights, k=n_tasks)
+        names: list[str] = self.rng.choices(self.names, self.name_weights, k=n_tasks)
         events: list[tuple[_Worker, Event]] = []
         ids: list[str] = []
         for name in names:
-            worker = self.workers[self.rng.randrange(N_WORKERS)]
+            worker = self.workers[self.rng.randrange(len(self.workers))]
             task_id = self.uuid()
             worker.processed += 1
             ids.append(task_id)
@@ -643,13 +654,22 @@ def pack(
 # --------------------------------------------------------------------------------------------
 
 
-def publisher_main(pipe: PipeEnd, port: int, fmt: WireFormat, events: int, seed: int) -> None:
+def publisher_main(
+    pipe: PipeEnd,
+    port: int,
+    fmt: WireFormat,
+    events: int,
+    seed: int,
+    names: int = N_TASK_NAMES,
+    workers: int = N_WORKERS,
+    in_flight_rounds: int = IN_FLIGHT_ROUNDS,
+) -> None:
     """Build every flood up front, then publish one on each request (runs in its own process)."""
     import redis
 
     started = time.monotonic()
-    workload = Workload(fmt.utcoffset, seed)
-    n_tasks = max(1, round(events / (3 + N_WORKERS / HEARTBEAT_EVERY_TASKS)))
+    workload = Workload(fmt.utcoffset, seed, names, workers)
+    n_tasks = max(1, round(events / (3 + workers / HEARTBEAT_EVERY_TASKS)))
     stream = list(workload.task_stream(n_tasks))
     check_field_order(fmt, stream)
     rng = random.Random(seed + 1)
@@ -658,7 +678,7 @@ def publisher_main(pipe: PipeEnd, port: int, fmt: WireFormat, events: int, seed:
         "single": pack(fmt, stream, batched=False, rng=rng),
     }
     del stream
-    for round_no in range(1, IN_FLIGHT_ROUNDS + 1):
+    for round_no in range(1, in_flight_rounds + 1):
         received, _ = workload.in_flight(IN_FLIGHT_TASKS)
         floods[f"inflight{round_no}-received"] = pack(fmt, received, batched=True, rng=rng)
         floods[f"inflight{round_no}-succeeded"] = pack(
@@ -703,11 +723,22 @@ def publish(client: Any, messages: list[Message]) -> dict[str, Any]:
 
 
 class Publisher:
-    def __init__(self, port: int, fmt: WireFormat, events: int, seed: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        fmt: WireFormat,
+        events: int,
+        seed: int,
+        names: int = N_TASK_NAMES,
+        workers: int = N_WORKERS,
+        in_flight_rounds: int = IN_FLIGHT_ROUNDS,
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipe, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=publisher_main, args=(child, port, fmt, events, seed), name="bench-publisher"
+            target=publisher_main,
+            args=(child, port, fmt, events, seed, names, workers, in_flight_rounds),
+            name="bench-publisher",
         )
         self.proc.start()
         child.close()
@@ -1480,7 +1511,17 @@ def machine_info(server: RedisServer, revision: str) -> list[tuple[str, str]]:
         ("packages", versions),
         ("hiredis", "yes" if _hiredis() else "no (redis-py's pure-Python parser)"),
         ("broker", server.version),
+        ("load average at the start (1, 5, 15 min)", load_average()),
     ]
+
+
+def load_average() -> str:
+    """``uptime``'s load average: the machine is shared, so say how busy it was."""
+    try:
+        with open("/proc/loadavg") as f:
+            return ", ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _hiredis() -> bool:
@@ -1845,6 +1886,9 @@ def write_results(
     # A Profile section from an earlier --profile run (it is dated) is kept unless this run
     # made a new one; a hand-written "## Notes" section is always kept, at the end.
     lines += profile or _section(existing, "## Profile")
+    # Sections the other bench scripts write (bench/results.py) are kept as they are.
+    for header in OTHER_SECTIONS:
+        lines += _section(existing, header)
     lines += _section(existing, "## Notes")
     path.write_text("\n".join(lines))
 

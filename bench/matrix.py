@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Ingestion rate matrix: 1, 10 and 100 task names x 10, 100 and 500 workers, batched and
+single-event messages, the exporter against the minimal-subscriber baseline in each cell.
+
+Run ``.venv/bin/python bench/matrix.py [--events N] [--mode drain|live]`` (part of
+``make bench``). It reuses bench/ingest.py's pieces (private redis-server, kombu's exact wire
+format, the publisher process, the baseline subscriber, the real exporter daemon and its
+exact-count checks), with a reduced flood per cell, and writes the "## Ingestion rate
+matrix" section of bench/RESULTS.md. Exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest
+from results import RESULTS_PATH, replace_section, run_facts
+
+NAMES = (1, 10, 100)
+WORKERS = (10, 100, 500)
+DEFAULT_EVENTS = 60_000
+HEADER = "## Ingestion rate matrix"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events per flood")
+    parser.add_argument("--mode", choices=ingest.MODES, default="drain")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--no-results", action="store_true", help="print only, write nothing")
+    args = parser.parse_args(argv)
+    command = " ".join([".venv/bin/python bench/matrix.py", *(argv or sys.argv[1:])])
+    facts = run_facts(command)
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="cme-matrix-"))
+    server = ingest.RedisServer(workdir)
+    exporters = ingest.Exporters(server, workdir)
+    rows: list[tuple[int, int, str, ingest.Run, ingest.Run]] = []
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        server.start()
+        fmt = ingest.capture_wire_format(server)
+        for names in NAMES:
+            for workers in WORKERS:
+                publisher = ingest.Publisher(
+                    server.port, fmt, args.events, args.seed, names, workers, in_flight_rounds=0
+                )
+                try:
+                    for shape in ingest.SHAPES:
+                        base = ingest.run_baseline(server, fmt, publisher, shape, args.mode)
+                        exporter = exporters.start()
+                        run = ingest.run_exporter_flood(exporter, publisher, shape, args.mode)
+                        exporter.stop()
+                        rows.append((names, workers, shape, base, run))
+                        ratio = run.rate / base.rate if base.rate else 0.0
+                        cell = f"{names} names x {workers} workers, {shape}"
+                        ingest.log(
+                            f"{cell}: baseline {base.rate:,.0f}/s "
+                            f"({base.cpu_us_per_event:.1f} µs), exporter {run.rate:,.0f}/s "
+                            f"({run.cpu_us_per_event:.1f} µs): {ratio:.2f}"
+                        )
+                        checks += [(f"{cell}: {n}", ok, d) for n, ok, d in base.checks]
+                        checks += [(f"{cell}: {n}", ok, d) for n, ok, d in run.checks]
+                        checks.append(
+                            (
+                                f"{cell}: exporter >= {ingest.TARGET_RATIO:.0%} of baseline",
+                                ratio >= ingest.TARGET_RATIO,
+                                f"{ratio:.2f}",
+                            )
+                        )
+                finally:
+                    publisher.close()
+    finally:
+        exporters.stop_all()
+        server.stop()
+    failed = [c for c in checks if not c[1]]
+    lines = [
+        HEADER,
+        "",
+        "Written by `bench/matrix.py`. One baseline-then-exporter pair per cell and shape, "
+        f"{args.mode} mode (see the rate table above), ~{args.events:,} events per flood "
+        f"(a reduced count: the main table above uses 250,000), the same workload generator "
+        "as bench/ingest.py with the task names and workers of the cell (heartbeats: every "
+        f"worker once per {ingest.HEARTBEAT_EVERY_TASKS:,} tasks, so 500 workers add many "
+        "single-event heartbeat messages to the batched shape).",
+        "",
+        *facts,
+        f"- Wall time: {time.monotonic() - started:.0f} s",
+        f"- Checks: {len(checks) - len(failed)} of {len(checks)} passed"
+        + ("" if not failed else " - **FAILED: " + "; ".join(c[0] for c in failed) + "**"),
+        "",
+        "| task names | workers | shape | messages | baseline events/s | exporter events/s "
+        "| vs baseline | CPU µs/event baseline | CPU µs/event exporter | lost |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for names, workers, shape, base, run in rows:
+        ratio = run.rate / base.rate if base.rate else 0.0
+        lines.append(
+            f"| {names} | {workers} | {shape} | {run.messages:,} | {base.rate:,.0f} | "
+            f"{run.rate:,.0f} | **{ratio:.2f}** | {base.cpu_us_per_event:.1f} | "
+            f"{run.cpu_us_per_event:.1f} | {run.lost} |"
+        )
+    if failed:
+        lines += ["", "Failed checks:", "", *(f"- {n}: {d}" for n, _, d in failed)]
+    print("\n".join(lines))
+    if not args.no_results:
+        replace_section(RESULTS_PATH, HEADER, lines)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
