@@ -24,7 +24,7 @@ from results import RESULTS_PATH, replace_section, run_facts
 
 NAMES = (1, 10, 100)
 WORKERS = (10, 100, 500)
-DEFAULT_EVENTS = 60_000
+DEFAULT_EVENTS = 100_000
 HEADER = "## Ingestion rate matrix"
 
 
