@@ -14,13 +14,16 @@ import click
 from exporter import __version__
 from exporter.redact import redact_text
 from exporter.settings import (
+    DEFAULT_MAX_TASK_NAMES,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
     Settings,
     parse_broker_url,
     parse_buckets,
+    parse_forget_after,
     parse_key_values,
     parse_listen_address,
+    parse_patterns,
 )
 
 ENV_PREFIX = "CELERY_EXPORTER"
@@ -286,6 +289,46 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     callback=_positive("inspect-timeout"),
     help="Seconds to wait for a worker's reply to an inspect request (at least 1).",
 )
+@click.option(
+    "--task-include",
+    type=_Parsed("PATTERNS", parse_patterns),
+    default=None,
+    help="Only task names matching one of these comma-separated shell patterns (e.g. "
+    "'myapp.*,billing.charge') get series of their own; others count under "
+    'name="(other)".',
+)
+@click.option(
+    "--task-exclude",
+    type=_Parsed("PATTERNS", parse_patterns),
+    default=None,
+    help="Task names matching these comma-separated shell patterns count under "
+    'name="(other)" (applied after --task-include).',
+)
+@click.option(
+    "--max-task-names",
+    type=int,
+    default=DEFAULT_MAX_TASK_NAMES,
+    show_default=True,
+    callback=_positive("max-task-names", allow_zero=True),
+    help="Distinct task names with series of their own; later names count under "
+    'name="(other)" (see celery_exporter_dropped_label_values_total). 0: no cap.',
+)
+@click.option(
+    "--task-name-forget-after",
+    type=_Parsed("SECONDS", parse_forget_after),
+    default="0",
+    show_default=True,
+    help="Remove the series of a task name with no event for this many seconds (at least "
+    "7200, longer than every shipped alert's window; periodic tasks' arrival series stay). "
+    "0: never.",
+)
+@click.option(
+    "--task-worker-label/--no-task-worker-label",
+    default=True,
+    show_default=True,
+    help="Label task counters with the worker's hostname. Turn off when worker pods churn "
+    "(per-worker figures stay in celery_worker_* metrics).",
+)
 @click.pass_context
 def command(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
@@ -404,6 +447,11 @@ def build_settings(options: dict[str, Any]) -> Settings:
         sample_interval_seconds=options["sample_interval"],
         sample_timeout_seconds=options["sample_timeout"],
         queue_forget_after_seconds=options["queue_forget_after"],
+        task_include=options["task_include"] or (),
+        task_exclude=options["task_exclude"] or (),
+        max_task_names=options["max_task_names"],
+        task_name_forget_after_seconds=options["task_name_forget_after"],
+        task_worker_label=options["task_worker_label"],
     )
 
 

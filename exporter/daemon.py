@@ -36,6 +36,7 @@ from exporter.settings import Settings
 from exporter.sources.runner import QueueSampler
 from exporter.sources.select import make_queue_source
 from exporter.state.queue_registry import QueueRegistry
+from exporter.state.task_names import TaskNames
 from exporter.state.task_tracker import TaskTracker
 from exporter.state.worker_registry import WorkerRegistry
 from exporter.web import ExporterHTTPServer
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CLOCK_TICK_SECONDS = 1.0
 # Running tasks per name take an O(tracked tasks) scan: every 5 ticks.
 RUNNING_REFRESH_TICKS = 5
+# Idle task names are looked for once a minute (an O(series) scan).
+IDLE_NAMES_TICKS = 60
 
 
 class _Collect(Collector):
@@ -82,13 +85,21 @@ class Exporter:
             inspect_interval=settings.inspect_interval_seconds,
             is_alive=self.workers.is_up,
         )
-        self.task_metrics = TaskMetrics(settings.runtime_buckets, settings.queue_wait_buckets)
+        self.task_metrics = TaskMetrics(
+            settings.runtime_buckets, settings.queue_wait_buckets, settings.task_worker_label
+        )
+        task_names = TaskNames(
+            settings.task_include,
+            settings.task_exclude,
+            settings.max_task_names,
+            self.health.dropped_label_values,
+        )
         tracker = TaskTracker(
             settings.task_tracker_max_tasks, settings.task_tracker_max_age_seconds
         )
         self.worker_events = WorkerEventHandler(self.workers, self.control.ask_queues)
         self.dispatcher = EventDispatcher(
-            TaskEventHandler(self.task_metrics, tracker, self.worker_queues.only_queue),
+            TaskEventHandler(self.task_metrics, tracker, self.worker_queues.only_queue, task_names),
             self.worker_events,
             self.workers,
             self.health,
@@ -98,9 +109,10 @@ class Exporter:
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock
         )
+        self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
         self.queue_sampler = QueueSampler(
             make_queue_source(self.app, settings),
-            QueueRegistry(settings.queues, settings.queue_forget_after_seconds),
+            self.queue_registry,
             self.worker_queues,
             self.dispatcher.take_queues_seen,
             self.dispatcher.sent_at,
@@ -174,6 +186,7 @@ class Exporter:
             self.worker_events.forget(hostname)
             self.control.forget(hostname)
             self.dispatcher.forget_worker(hostname)
+            self.health.dropped_label_values.inc(("hostname", "idle"))
             log.info("forgot worker %s (down longer than the purge time)", hostname)
         for hostname in events_off:
             self._hint(
@@ -185,7 +198,21 @@ class Exporter:
                 hostname,
             )
         self.dispatcher.housekeeping(now)
+        self.health.dropped_label_values.values[("queue_name", "idle")] = float(
+            self.queue_registry.forgotten
+        )
         self._ticks += 1
+        forget_after = self.settings.task_name_forget_after_seconds
+        if forget_after and self._ticks % IDLE_NAMES_TICKS == 0:
+            keep = {entry.task for entry in self.schedule}
+            gone = self.dispatcher.forget_idle_names(now, forget_after, keep)
+            if gone:
+                log.info(
+                    "removed the series of %d task name(s) with no event for %gs, e.g. %s",
+                    len(gone),
+                    forget_after,
+                    gone[0],
+                )
         if self._ticks % RUNNING_REFRESH_TICKS == 0:
             live = {w.hostname for w in self.workers.snapshot() if w.up}
             self.dispatcher.refresh_running(live, self.workers.idle_since)

@@ -37,6 +37,11 @@ DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
 )
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
 
+# Idle task names lose their series no sooner than this: longer than any range plus `for:`
+# in alerts/ (tests/test_series_limits.py checks), so no alert loses a series it needs.
+MIN_TASK_NAME_FORGET_SECONDS = 7200.0
+DEFAULT_MAX_TASK_NAMES = 5000
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -72,6 +77,13 @@ class Settings:
     queue_forget_after_seconds: float = 3600.0
     # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
     reorder_window_seconds: float = 2.0
+    # Series limits (state/task_names.py): which names get series, how many, for how long.
+    task_include: tuple[str, ...] = ()
+    task_exclude: tuple[str, ...] = ()
+    max_task_names: int = DEFAULT_MAX_TASK_NAMES
+    task_name_forget_after_seconds: float = 0.0  # 0: never
+    # False drops `hostname` from the task counters (worker pods churn).
+    task_worker_label: bool = True
 
     @property
     def scheme(self) -> str:
@@ -129,6 +141,28 @@ def parse_key_values(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
             raise ValueError(f"{item!r} is not KEY=VALUE")
         options[key] = parse_option_value(raw)
     return options
+
+
+def parse_patterns(value: str) -> tuple[str, ...]:
+    """Comma-separated shell-style patterns (``myapp.reports.*``)."""
+    patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not patterns:
+        raise ValueError("needs at least one pattern, such as myapp.tasks.*")
+    return patterns
+
+
+def parse_forget_after(value: str) -> float:
+    """Seconds, 0 (never), or at least ``MIN_TASK_NAME_FORGET_SECONDS``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if seconds != 0 and not MIN_TASK_NAME_FORGET_SECONDS <= seconds < float("inf"):
+        raise ValueError(
+            f"must be 0 (never) or at least {MIN_TASK_NAME_FORGET_SECONDS:g} seconds, so "
+            f"series outlive every alert's window; got {value}"
+        )
+    return seconds
 
 
 def parse_buckets(value: str) -> tuple[float, ...]:

@@ -43,6 +43,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--log-format", "xml"], "--log-format"),
         (["--app", "no_such_module_anywhere:app"], "--app"),
         (["--sample-interval", "0"], "--sample-interval"),
+        (["--task-include", " , "], "--task-include"),
+        (["--max-task-names", "-5"], "--max-task-names"),
+        (["--task-name-forget-after", "600"], "--task-name-forget-after"),
+        (["--task-name-forget-after", "soon"], "--task-name-forget-after"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:

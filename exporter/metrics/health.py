@@ -23,6 +23,7 @@ class ExporterHealth:
         self.event_lag: float | None = None
         self.tracked_tasks = 0
         self.held_tasks = 0
+        self.task_names = 0
         self.reconnects = LabelledCounter(
             "celery_exporter_broker_reconnects_total",
             "Times the event connection was lost or abandoned and opened again, by reason.",
@@ -53,6 +54,14 @@ class ExporterHealth:
             "celery_exporter_enable_events_broadcasts_total",
             "enable_events control commands broadcast to the workers.",
             (),
+        )
+        self.dropped_label_values = LabelledCounter(
+            "celery_exporter_dropped_label_values_total",
+            "Label values whose series were not exported or were removed, by label and "
+            "reason: excluded (--task-include/--task-exclude) and over_limit "
+            '(--max-task-names) fold into name="(other)"; idle: removed after the '
+            "configured idle time.",
+            ("label", "reason"),
         )
         # Counters exist (at 0) from the start, so rate() and increase() see the first one.
         self.connect_failures.inc((), 0.0)
@@ -100,6 +109,12 @@ class ExporterHealth:
         )
         held.add_metric([], float(self.held_tasks))
         yield held
+        names = GaugeMetricFamily(
+            "celery_exporter_task_names",
+            "Distinct task names with series of their own (compare with --max-task-names).",
+        )
+        names.add_metric([], float(self.task_names))
+        yield names
         for counter in (
             self.reconnects,
             self.connect_failures,
@@ -107,6 +122,7 @@ class ExporterHealth:
             self.skipped,
             self.evictions,
             self.enable_events_sent,
+            self.dropped_label_values,
         ):
             yield counter.family()
         info = InfoMetricFamily("celery_exporter_build", "Exporter and library versions.")
