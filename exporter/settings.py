@@ -7,11 +7,14 @@ one-line error naming the flag.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+# A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
+BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 # From a 5 ms cache hit to an hour-long report job.
 DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
@@ -84,6 +87,30 @@ class Settings:
     task_name_forget_after_seconds: float = 0.0  # 0: never
     # False drops `hostname` from the task counters (worker pods churn).
     task_worker_label: bool = True
+    # Several named brokers (NAME, URL), each watched on its own and labelled broker=NAME.
+    # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
+    # NAME:key, and --queues entries NAME:queue, apply to that broker only.
+    brokers: tuple[tuple[str, str], ...] = ()
+
+    def per_broker(self) -> list[tuple[str | None, Settings]]:
+        """(label value, settings) for each broker to watch."""
+        if not self.brokers:
+            return [(None, self)]
+        names = {name for name, _ in self.brokers}
+        return [
+            (
+                name,
+                replace(
+                    self,
+                    broker_url=url,
+                    brokers=(),
+                    transport_options=_scoped_options(self.transport_options, name),
+                    ssl_options=_scoped_options(self.ssl_options, name),
+                    queues=_scoped_queues(self.queues, name, names),
+                ),
+            )
+            for name, url in self.brokers
+        ]
 
     @property
     def scheme(self) -> str:
@@ -92,6 +119,44 @@ class Settings:
     @property
     def is_redis(self) -> bool:
         return self.scheme in ("redis", "rediss", "sentinel")
+
+
+def _scoped_options(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Options for one broker: unscoped keys, overridden by NAME:key ones."""
+    mine = {k: v for k, v in options.items() if ":" not in k}
+    prefix = f"{name}:"
+    mine.update({k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix)})
+    return mine
+
+
+def _scoped_queues(queues: tuple[str, ...], name: str, names: set[str]) -> tuple[str, ...]:
+    mine = []
+    for queue in queues:
+        scope, sep, rest = queue.partition(":")
+        if sep and scope in names:
+            if scope == name:
+                mine.append(rest)
+        else:
+            mine.append(queue)
+    return tuple(mine)
+
+
+def option_scopes(options: dict[str, Any]) -> set[str]:
+    """The NAME of every NAME:key option."""
+    return {k.partition(":")[0] for k in options if ":" in k}
+
+
+def parse_broker_spec(value: str) -> tuple[str | None, str]:
+    """``URL`` or ``NAME=URL`` (a named broker, labelled broker=NAME)."""
+    value = value.strip()
+    name, sep, rest = value.partition("=")
+    if sep and "://" in rest and "://" not in name:
+        if not BROKER_NAME.fullmatch(name):
+            raise ValueError(
+                f"broker name {name!r} must be letters, digits, '_', '.' or '-' (at most 63)"
+            )
+        return name, parse_broker_url(rest)
+    return None, parse_broker_url(value)
 
 
 def parse_broker_url(value: str) -> str:

@@ -1,17 +1,13 @@
-"""The exporter's own health: broker connection, event intake, tracker bounds, build."""
+"""The exporter's own health, per broker: connection, event intake, tracker bounds."""
 
 from __future__ import annotations
 
-import platform
 import threading
 import time
 from collections.abc import Iterator
 
-import celery
-import kombu
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter import __version__
 from exporter.metrics.counting import LabelledCounter
 
 
@@ -125,14 +121,3 @@ class ExporterHealth:
             self.dropped_label_values,
         ):
             yield counter.family()
-        info = InfoMetricFamily("celery_exporter_build", "Exporter and library versions.")
-        info.add_metric(
-            [],
-            {
-                "version": __version__,
-                "celery_version": celery.__version__,
-                "kombu_version": kombu.__version__,
-                "python_version": platform.python_version(),
-            },
-        )
-        yield info
