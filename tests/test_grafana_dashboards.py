@@ -448,11 +448,21 @@ def test_problems_catch_typos(metrics: dict[str, Metric]) -> None:
 
 
 def test_documented_metrics_are_read_from_the_docs(metrics: dict[str, Metric]) -> None:
-    assert metrics["celery_worker_up"].labels == {"hostname"}
+    assert metrics["celery_worker_up"].labels == {"broker", "hostname"}
     assert metrics["celery_task_failed_total"].labels >= {"name", "queue_name", "exception"}
-    assert metrics["celery_task_queue_wait_seconds_bucket"].labels == {"le", "name", "queue_name"}
-    assert metrics["celery_workers_online"].labels == frozenset()
+    assert metrics["celery_task_queue_wait_seconds_bucket"].labels == {
+        "broker",
+        "le",
+        "name",
+        "queue_name",
+    }
+    assert metrics["celery_workers_online"].labels == {"broker"}
+    assert "broker" not in metrics["celery_exporter_build_info"].labels
     assert len(metrics) > 40
+    # The broker label is documented once, above the tables, with the same exceptions.
+    docs = " ".join((REPO_ROOT / "docs" / "metrics.md").read_text().split())
+    assert 'every series below also carries `broker="NAME"`, except' in docs
+    assert "except `celery_exporter_build_info` and the `process_*`" in docs
 
 
 # --------------------------------------------------------------------------------------------
