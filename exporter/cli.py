@@ -22,6 +22,7 @@ from exporter.settings import (
     parse_key_values,
     parse_listen_address,
 )
+from exporter.webconfig import validate_web_config_file
 
 ENV_PREFIX = "CELERY_EXPORTER"
 
@@ -130,6 +131,13 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default="0.0.0.0:9808",
     show_default=True,
     help="Where to serve /metrics, /healthz, /readyz and the landing page.",
+)
+@click.option(
+    "--web-config-file",
+    type=_Parsed("PATH", validate_web_config_file),
+    default=None,
+    help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit "
+    "web-config format (see README, Securing /metrics). Reloaded on SIGHUP.",
 )
 @click.option(
     "--log-level",
@@ -404,6 +412,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         sample_interval_seconds=options["sample_interval"],
         sample_timeout_seconds=options["sample_timeout"],
         queue_forget_after_seconds=options["queue_forget_after"],
+        web_config_file=options["web_config_file"],
     )
 
 

@@ -39,6 +39,7 @@ from exporter.state.queue_registry import QueueRegistry
 from exporter.state.task_tracker import TaskTracker
 from exporter.state.worker_registry import WorkerRegistry
 from exporter.web import ExporterHTTPServer
+from exporter.webconfig import WebConfigReloader
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ class Exporter:
             _Collect(QueueCollector(self.queue_sampler, self.worker_queues, self.workers).collect)
         )
         ProcessCollector(registry=self.registry)
+        self.web_config: WebConfigReloader | None = None
+        if settings.web_config_file:
+            self.web_config = WebConfigReloader(settings.web_config_file)
+            self.registry.register(_Collect(self.web_config.collect))
         self.http: ExporterHTTPServer | None = None
         self._stop = threading.Event()
         self._hint = LogOnce(log)
@@ -139,7 +144,11 @@ class Exporter:
     def start(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
         self.http = ExporterHTTPServer(
-            (host, port), self.registry, redact_url(self.settings.broker_url), self.ready
+            (host, port),
+            self.registry,
+            redact_url(self.settings.broker_url),
+            self.ready,
+            web_config=self.web_config,
         )
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
@@ -214,6 +223,9 @@ def run(settings: Settings) -> None:
     exporter = Exporter(settings)
     signal.signal(signal.SIGTERM, exporter.request_stop)
     signal.signal(signal.SIGINT, exporter.request_stop)
+    if exporter.web_config is not None:
+        # Reload TLS and basic auth: new connections get them; the listener stays.
+        signal.signal(signal.SIGHUP, exporter.web_config.request_reload)
     exporter.start()
     try:
         exporter.run_forever()
