@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -737,3 +738,74 @@ def test_a_failed_reload_in_process_keeps_the_old_config(pki: Pki, tmp_path: Pat
     assert gauge.samples[0].value == 1000.0
     with pytest.raises(WebConfigError, match="basic_auth_users"):
         load_web_config(str(path))
+
+
+# -- the README's example, end to end with a real Prometheus ------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_PASSWORD = "example-password-change-me"
+
+
+def readme_yaml_blocks() -> list[str]:
+    """The ```yaml blocks of the README's "Securing /metrics" section, in order."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Securing /metrics", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+def test_readme_example_is_scraped_by_prometheus(pki: Pki, tmp_path: Path, redis_url: str) -> None:
+    from tests.support.prometheus import PrometheusServer
+
+    web_yml, scrape_yml = readme_yaml_blocks()
+    confdir = tmp_path / "etc"
+    confdir.mkdir()
+    shutil.copy(pki.one.cert, confdir / "tls.crt")
+    shutil.copy(pki.one.key, confdir / "tls.key")
+    (confdir / "web.yml").write_text(web_yml)
+    ca = client_context(pki.one.cacert)
+    exporter = ExporterProcess(
+        redis_url,
+        tmp_path / "exporters",
+        ["--web-config-file", str(confdir / "web.yml")],
+        tls=ca,
+        auth=("prometheus", README_PASSWORD),
+    )
+    try:
+        exporter.start(wait_ready=True)  # /readyz is open in the example: no password needed
+        assert https_get(exporter.port, "/readyz", ca).status == 200
+        assert https_get(exporter.port, "/metrics", ca).status == 401
+        assert https_get(exporter.port, "/metrics", ca).headers["X-Frame-Options"] == "deny"
+
+        good, bad = tmp_path / "password", tmp_path / "wrong-password"
+        good.write_text(README_PASSWORD)
+        bad.write_text("not-the-password")
+        job = (
+            scrape_yml.replace("/etc/prometheus/celery-exporter-ca.crt", str(pki.one.cacert))
+            .replace("celery-exporter.example:9808", f"127.0.0.1:{exporter.port}")
+            .split("scrape_configs:\n", 1)[1]
+        )
+        assert "/etc/prometheus/celery-exporter-password" in job
+        config = (
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+            + job.replace("/etc/prometheus/celery-exporter-password", str(good))
+            + job.replace("job_name: celery", "job_name: celery-wrong-password").replace(
+                "/etc/prometheus/celery-exporter-password", str(bad)
+            )
+        )
+        with PrometheusServer(tmp_path / "prometheus", config) as prometheus:
+
+            def settled() -> dict[str, dict[str, Any]] | None:
+                targets = {t["labels"]["job"]: t for t in prometheus.targets()}
+                if len(targets) == 2 and all(t["health"] != "unknown" for t in targets.values()):
+                    return targets
+                return None
+
+            targets = wait_for(settled, 60, message=lambda: str(prometheus.targets()))
+            assert targets["celery"]["health"] == "up", targets["celery"]
+            assert targets["celery"]["scrapeUrl"].startswith("https://")
+            assert targets["celery-wrong-password"]["health"] == "down"
+            assert "401" in targets["celery-wrong-password"]["lastError"]
+    finally:
+        exporter.stop()
+    assert_no_secrets(exporter.log())
+    assert README_PASSWORD not in exporter.log()
