@@ -10,13 +10,16 @@ request is checked against the basic auth users current at that moment.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import logging
+import select
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +41,27 @@ _PLAIN_HTTP_ANSWER = (
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
 _TLS_HANDSHAKE_RECORD = 0x16
+
+
+def _refuse(sock: socket.socket, plain_http: bool) -> None:
+    """Read what the client sent (so closing does not reset the connection), answer a plain
+    HTTP client in plain HTTP, and half-close; the caller closes."""
+    deadline = time.monotonic() + 1.0
+    with contextlib.suppress(OSError):
+        received = b""
+        while len(received) < 16384 and (not plain_http or b"\r\n\r\n" not in received):
+            # Garbage: take only what has arrived. HTTP: up to the end of its headers, 1 s.
+            sock.settimeout(max(0.0, deadline - time.monotonic()) if plain_http else 0.0)
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    with contextlib.suppress(OSError):
+        sock.setblocking(True)
+        sock.settimeout(1.0)
+        if plain_http:
+            sock.sendall(_PLAIN_HTTP_ANSWER)
+        sock.shutdown(socket.SHUT_WR)
 
 
 class ExporterHTTPServer(ThreadingHTTPServer):
@@ -80,6 +104,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     def _handshake(
         self, sock: socket.socket, context: ssl.SSLContext, client_address: Any
     ) -> ssl.SSLSocket | None:
+        """The TLS socket once the handshake is done within the deadline, else None."""
+        deadline = time.monotonic() + TLS_HANDSHAKE_TIMEOUT_SECONDS
         tls: ssl.SSLSocket | None = None
         try:
             sock.settimeout(TLS_HANDSHAKE_TIMEOUT_SECONDS)
@@ -87,13 +113,24 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             if not first:
                 return None
             if first[0] != _TLS_HANDSHAKE_RECORD:
-                if first.isalpha():  # "GET ...": plain HTTP
-                    sock.sendall(_PLAIN_HTTP_ANSWER)
+                _refuse(sock, plain_http=first.isalpha())  # "GET ...": plain HTTP
                 log.debug("%s: not a TLS client hello; closed", client_address[0])
                 return None
             tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            tls.do_handshake()
-            tls.settimeout(None)  # as plain HTTP connections: no deadline once established
+            # Non-blocking, so the deadline bounds the whole handshake, not each read: a client
+            # trickling a byte at a time gets no more than TLS_HANDSHAKE_TIMEOUT_SECONDS.
+            tls.setblocking(False)
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    ready = select.select([tls], [], [], max(0.0, deadline - time.monotonic()))[0]
+                except ssl.SSLWantWriteError:
+                    ready = select.select([], [tls], [], max(0.0, deadline - time.monotonic()))[1]
+                if not ready:
+                    raise TimeoutError("TLS handshake deadline passed")
+            tls.setblocking(True)  # as plain HTTP connections: no deadline once established
             return tls
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
             log.debug("%s: TLS handshake failed: %s", client_address[0], exc)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,6 +391,23 @@ def test_silent_clients_do_not_block_other_scrapes(
     ca = client_context(pki.one.cacert)
     exporter = start_exporter(tls_config(pki.one), tls=ca)
     silent = [socket.create_connection(("127.0.0.1", exporter.port), timeout=5) for _ in range(3)]
+    # And one that starts a TLS record of 512 bytes, then trickles it a byte every 0.2 s: it
+    # would need ~100 s, so only a deadline on the whole handshake ends it.
+    trickler = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+    trickler.sendall(b"\x16\x03\x01\x02\x00")
+    stop = threading.Event()
+    sent = [0]
+
+    def trickle() -> None:
+        while not stop.wait(0.2) and sent[0] < 500:
+            try:
+                trickler.send(b"\x00")
+            except OSError:
+                return
+            sent[0] += 1
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
     try:
         # Each scrape has 5 s; one silent client alone would hold a serial accept loop 10 s.
         for _ in range(3):
@@ -398,8 +416,17 @@ def test_silent_clients_do_not_block_other_scrapes(
         for sock in silent:
             sock.settimeout(30)
             assert sock.recv(1) == b""
+        trickler.settimeout(30)
+        try:
+            closed = trickler.recv(1) == b""
+        except ConnectionResetError:  # closed with trickled bytes still unread
+            closed = True
+        assert closed
+        assert sent[0] < 500  # closed while the client was still sending its handshake
     finally:
-        for sock in silent:
+        stop.set()
+        thread.join(timeout=5)
+        for sock in [*silent, trickler]:
             sock.close()
     assert https_get(exporter.port, "/healthz", ca).status == 200
 
