@@ -26,7 +26,7 @@ from exporter.settings import (
     parse_listen_address,
     parse_patterns,
 )
-from exporter.webconfig import validate_web_config_file
+from exporter.webconfig import WebConfigError, validate_web_config_file
 
 ENV_PREFIX = "CELERY_EXPORTER"
 
@@ -356,7 +356,10 @@ def command(ctx: click.Context, /, **options: Any) -> None:
         except AppNotFound as exc:
             raise click.BadParameter(str(exc), param_hint="'--app'") from None
     configure_logging(settings.log_level, settings.log_format)
-    run(settings)
+    try:
+        run(settings)
+    except WebConfigError as exc:  # changed between the check above and the daemon's load
+        raise click.BadParameter(str(exc), param_hint="'--web-config-file'") from None
 
 
 @command.command(

@@ -693,6 +693,26 @@ def test_tls_settings_reach_the_context(pki: Pki, tmp_path: Path) -> None:
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3
     assert context.maximum_version == ssl.TLSVersion.TLSv1_3
     assert context.verify_mode == ssl.CERT_REQUIRED
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+
+    # An inline client CA, VerifyClientCertIfGiven, and a choice of TLS 1.2 suites.
+    inline_ca = "".join(f"    {line}\n" for line in pki.one.cacert.read_text().splitlines())
+    path.write_text(
+        tls_config(
+            pki.one,
+            extra_tls="  client_auth_type: VerifyClientCertIfGiven\n"
+            f"  client_ca: |\n{inline_ca}"
+            "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n"
+            "  prefer_server_cipher_suites: false\n",
+        )
+    )
+    context = load_web_config(str(path)).ssl_context
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_OPTIONAL
+    assert len(context.get_ca_certs()) == 1
+    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12 == {"ECDHE-RSA-AES256-GCM-SHA384"}
+    assert not context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
 
 
 def test_go_cipher_suite_names_map_to_the_same_openssl_suites() -> None:
