@@ -64,6 +64,14 @@ def _refuse(sock: socket.socket, plain_http: bool) -> None:
         sock.shutdown(socket.SHUT_WR)
 
 
+def _wait(sock: socket.socket, events: int, deadline: float) -> bool:
+    """Whether ``sock`` gets ready for ``events`` before ``deadline`` (poll: any fd number)."""
+    poller = select.poll()
+    poller.register(sock, events)
+    milliseconds = max(0, int((deadline - time.monotonic()) * 1000))
+    return bool(poller.poll(milliseconds))
+
+
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -125,9 +133,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                     tls.do_handshake()
                     break
                 except ssl.SSLWantReadError:
-                    ready = select.select([tls], [], [], max(0.0, deadline - time.monotonic()))[0]
+                    ready = _wait(tls, select.POLLIN, deadline)
                 except ssl.SSLWantWriteError:
-                    ready = select.select([], [tls], [], max(0.0, deadline - time.monotonic()))[1]
+                    ready = _wait(tls, select.POLLOUT, deadline)
                 if not ready:
                     raise TimeoutError("TLS handshake deadline passed")
             tls.setblocking(True)  # as plain HTTP connections: no deadline once established
