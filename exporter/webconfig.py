@@ -173,10 +173,6 @@ class BasicAuth:
         self._good: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
 
-    @property
-    def user_count(self) -> int:
-        return len(self._users)
-
     def check(self, user: bytes, password: bytes) -> bool:
         mac = hmac.new(self._key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256)
         digest = mac.digest()
@@ -185,9 +181,13 @@ class BasicAuth:
         if remembered is not None and hmac.compare_digest(remembered, digest):
             return True
         hashed = self._users.get(user)
+        if len(password) > 72:
+            # bcrypt reads 72 bytes: bcrypt 4 would compare a prefix, bcrypt 5 raises. A longer
+            # password was never hashed whole, so it is wrong, for every user alike.
+            return False
         try:
             matches = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
-        except ValueError:  # longer than bcrypt's 72 bytes: cannot match any hash
+        except ValueError:  # a hash bcrypt cannot read (checked at load: should not happen)
             matches = False
         if not matches or hashed is None:
             return False

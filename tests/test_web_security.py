@@ -762,7 +762,11 @@ def test_password_check_remembers_only_good_passwords(monkeypatch: pytest.Monkey
     assert len(calls) == 5
     # The same password under another user name does not ride on the cache.
     assert not auth.check(b"prometheusx", PASSWORD.encode())
-    assert not auth.check(b"prometheus", b"x" * 100)  # beyond bcrypt's 72 bytes
+    # Beyond bcrypt's 72 bytes: refused, even when the first 72 bytes are the password.
+    long_password = b"p" * 72
+    long_auth = BasicAuth({b"long": bcrypt.hashpw(long_password, bcrypt.gensalt(rounds=4))})
+    assert long_auth.check(b"long", long_password)
+    assert not long_auth.check(b"long", long_password + b"extra")
 
 
 def test_htpasswd_style_2y_hashes_are_accepted() -> None:
