@@ -102,7 +102,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         """On the connection's thread: the TLS handshake (if any), then the requests."""
         web = self.web
         if web is not None and web.ssl_context is not None:
-            wrapped = self._handshake(request, web.ssl_context, client_address)
+            wrapped = self._handshake(request, web, web.ssl_context, client_address)
             if wrapped is None:
                 self.shutdown_request(request)
                 return
@@ -110,7 +110,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         super().process_request_thread(request, client_address)
 
     def _handshake(
-        self, sock: socket.socket, context: ssl.SSLContext, client_address: Any
+        self, sock: socket.socket, web: WebConfig, context: ssl.SSLContext, client_address: Any
     ) -> ssl.SSLSocket | None:
         """The TLS socket once the handshake is done within the deadline, else None."""
         deadline = time.monotonic() + TLS_HANDSHAKE_TIMEOUT_SECONDS
@@ -139,6 +139,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 if not ready:
                     raise TimeoutError("TLS handshake deadline passed")
             tls.setblocking(True)  # as plain HTTP connections: no deadline once established
+            if not web.client_allowed(tls.getpeercert()):
+                raise ssl.SSLError("client certificate names none of client_allowed_sans")
             return tls
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
             log.debug("%s: TLS handshake failed: %s", client_address[0], exc)

@@ -4,8 +4,8 @@ The file has the format of the Prometheus exporter-toolkit (``docs/web-configura
 prometheus/exporter-toolkit), so a file written for node_exporter works here:
 
 - ``tls_server_config``: ``cert_file``, ``key_file``, ``client_auth_type``, ``client_ca_file``
-  (or inline ``client_ca``), ``min_version``, ``max_version``, ``cipher_suites``,
-  ``prefer_server_cipher_suites``;
+  (or inline ``client_ca``), ``client_allowed_sans`` (checked once the handshake is done),
+  ``min_version``, ``max_version``, ``cipher_suites``, ``prefer_server_cipher_suites``;
 - ``http_server_config``: ``headers`` (the five the toolkit allows), ``http2`` (accepted; this
   server speaks HTTP/1.1 only, which clients fall back to);
 - ``basic_auth_users``: user name -> bcrypt hash.
@@ -13,7 +13,7 @@ prometheus/exporter-toolkit), so a file written for node_exporter works here:
 What Python's ``ssl`` module cannot do the way the toolkit does is refused at load time with one
 line naming the field, never ignored: ``client_auth_type`` RequestClientCert and
 RequireAnyClientCert (Python cannot ask for a certificate without verifying it),
-``client_allowed_sans``, ``curve_preferences``, inline ``cert``/``key``, ``rate_limit``.
+``curve_preferences``, inline ``cert``/``key``, ``rate_limit``.
 
 One key is ours, not the toolkit's: ``celery_exporter_unauthenticated_paths``, a list of
 ``/healthz`` and/or ``/readyz`` served without basic auth (for probes that cannot send a
@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -149,9 +150,36 @@ class WebConfig:
     headers: dict[str, str] = field(default_factory=dict)
     unauthenticated_paths: frozenset[str] = frozenset()
     summary: str = "plain HTTP, no authentication"
+    # client_allowed_sans: a verified client certificate must name one of these.
+    client_allowed_sans: frozenset[str] | None = None
 
     def needs_auth(self, path: str) -> bool:
         return self.auth is not None and path not in self.unauthenticated_paths
+
+    def client_allowed(self, peer_cert: dict[str, Any] | None) -> bool:
+        """Whether a client with this (verified) certificate may go on, per client_allowed_sans.
+
+        As the toolkit: DNS names, e-mail addresses, IP addresses and URIs of the certificate's
+        subjectAltName, compared exactly (IP addresses in their canonical form).
+        """
+        if self.client_allowed_sans is None:
+            return True
+        return bool(peer_sans(peer_cert) & self.client_allowed_sans)
+
+
+def peer_sans(peer_cert: dict[str, Any] | None) -> set[str]:
+    """The subjectAltName values of ``SSLSocket.getpeercert()`` the toolkit matches."""
+    sans: set[str] = set()
+    for kind, value in (peer_cert or {}).get("subjectAltName", ()):
+        if kind == "IP Address":
+            try:
+                value = str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                continue
+        elif kind not in ("DNS", "email", "URI"):
+            continue
+        sans.add(value)
+    return sans
 
 
 class BasicAuth:
@@ -257,7 +285,9 @@ def _resolve(directory: Path, value: Any, where: str) -> Path | None:
     return _readable(path if path.is_absolute() else directory / path, where)
 
 
-def _ssl_context(tls: dict[str, Any], directory: Path) -> tuple[ssl.SSLContext, str]:
+def _ssl_context(
+    tls: dict[str, Any], directory: Path
+) -> tuple[ssl.SSLContext, str, frozenset[str] | None]:
     where = "tls_server_config"
     _check_keys(tls, TLS_KEYS, where)
     for inline in ("cert", "key"):
@@ -266,12 +296,11 @@ def _ssl_context(tls: dict[str, Any], directory: Path) -> tuple[ssl.SSLContext, 
                 f"{where}.{inline}",
                 f"inline certificates and keys are not supported; use {inline}_file",
             )
-    for unsupported, why in (
-        ("client_allowed_sans", "not supported (use a dedicated client CA instead)"),
-        ("curve_preferences", "not supported: Python's ssl module cannot set a list of curves"),
-    ):
-        if tls.get(unsupported):
-            raise _error(f"{where}.{unsupported}", why)
+    if tls.get("curve_preferences"):
+        raise _error(
+            f"{where}.curve_preferences",
+            "not supported: Python's ssl module cannot set a list of curves",
+        )
     cert_file = _resolve(directory, tls.get("cert_file"), f"{where}.cert_file")
     key_file = _resolve(directory, tls.get("key_file"), f"{where}.key_file")
     if cert_file is None:
@@ -382,7 +411,20 @@ def _ssl_context(tls: dict[str, Any], directory: Path) -> tuple[ssl.SSLContext, 
     summary = (
         f"TLS {versions['min_version']}-{versions['max_version']}, client certificates: {auth_type}"
     )
-    return context, summary
+    allowed_sans = None
+    sans = tls.get("client_allowed_sans")
+    if sans is not None:
+        if not isinstance(sans, list) or not all(isinstance(v, str) and v for v in sans):
+            raise _error(f"{where}.client_allowed_sans", "must be a list of non-empty strings")
+        if auth_type != "RequireAndVerifyClientCert":
+            raise _error(
+                f"{where}.client_allowed_sans",
+                "needs client_auth_type RequireAndVerifyClientCert (a client without a "
+                "certificate would have no SAN to match)",
+            )
+        allowed_sans = frozenset(sans)
+        summary += f", allowed SANs: {len(allowed_sans)}"
+    return context, summary, allowed_sans
 
 
 def _users(value: Any) -> dict[bytes, bytes]:
@@ -458,9 +500,11 @@ def _build(path: str, directory: Path, raw: Any) -> WebConfig:
     if config.get("rate_limit") is not None:
         raise _error("rate_limit", "not supported")
     tls = config.get("tls_server_config")
-    context, tls_summary = (None, "plain HTTP")
+    context, tls_summary, allowed_sans = (None, "plain HTTP", None)
     if tls is not None:
-        context, tls_summary = _ssl_context(_mapping(tls, "tls_server_config"), directory)
+        context, tls_summary, allowed_sans = _ssl_context(
+            _mapping(tls, "tls_server_config"), directory
+        )
     headers = _http(config.get("http_server_config"))
     users = _users(config.get("basic_auth_users"))
     open_paths = config.get(UNAUTHENTICATED_PATHS_KEY) or []
@@ -483,6 +527,7 @@ def _build(path: str, directory: Path, raw: Any) -> WebConfig:
         headers=headers,
         unauthenticated_paths=frozenset(open_paths),
         summary=f"{tls_summary}; {auth_summary}",
+        client_allowed_sans=allowed_sans,
     )
 
 

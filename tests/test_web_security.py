@@ -47,7 +47,12 @@ class Pki:
     def __init__(self, root: Path) -> None:
         self.one: TlsFiles = make_certificates(root / "one")
         self.two: TlsFiles = make_certificates(root / "two")
-        self.client_one = make_client_certificate(self.one, root / "clients", "client-one")
+        self.client_one = make_client_certificate(
+            self.one, root / "clients", "client-one", san="DNS:client-one.example"
+        )
+        self.client_other = make_client_certificate(
+            self.one, root / "clients", "client-other", san="DNS:other.example,IP:::1"
+        )
         self.client_two = make_client_certificate(self.two, root / "clients-two", "client-two")
 
 
@@ -325,6 +330,59 @@ def test_client_certificate_required(
     assert "Traceback" not in exporter.log()
 
 
+def test_client_allowed_sans(pki: Pki, start_exporter: Callable[..., ExporterProcess]) -> None:
+    extra_tls = (
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {pki.one.cacert}\n"
+        "  client_allowed_sans: [client-one.example, '::1']\n"
+    )
+    good = client_context(pki.one.cacert, cert=pki.client_one)
+    exporter = start_exporter(tls_config(pki.one, extra_tls=extra_tls), tls=good)
+    assert https_get(exporter.port, "/metrics", good).status == 200
+    # Same CA, but a certificate naming only other.example and ::1 (written 0:0:...:1 by
+    # openssl's parser, matched in canonical form): allowed through ::1.
+    other = client_context(pki.one.cacert, cert=pki.client_other)
+    assert https_get(exporter.port, "/healthz", other).status == 200
+
+
+def test_client_allowed_sans_refuses_other_names(
+    pki: Pki, start_exporter: Callable[..., ExporterProcess]
+) -> None:
+    extra_tls = (
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {pki.one.cacert}\n"
+        "  client_allowed_sans: [client-one.example]\n"
+    )
+    good = client_context(pki.one.cacert, cert=pki.client_one)
+    exporter = start_exporter(tls_config(pki.one, extra_tls=extra_tls), tls=good)
+    other = client_context(pki.one.cacert, cert=pki.client_other)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(exporter.port, "/healthz", other)
+    assert https_get(exporter.port, "/healthz", good).status == 200
+    assert "Traceback" not in exporter.log()
+
+
+def test_peer_sans_as_the_toolkit_reads_them() -> None:
+    cert = {
+        "subjectAltName": (
+            ("DNS", "a.example"),
+            ("IP Address", "2001:DB8:0:0:0:0:0:1\n"),
+            ("IP Address", "10.0.0.1"),
+            ("email", "ops@example.com"),
+            ("URI", "spiffe://cluster/ns/monitoring"),
+            ("DirName", "ignored"),
+        )
+    }
+    assert webconfig.peer_sans(cert) == {
+        "a.example",
+        "2001:db8::1",
+        "10.0.0.1",
+        "ops@example.com",
+        "spiffe://cluster/ns/monitoring",
+    }
+    assert webconfig.peer_sans(None) == set()
+
+
 def test_client_certificate_verified_if_given(
     pki: Pki, start_exporter: Callable[..., ExporterProcess]
 ) -> None:
@@ -592,7 +650,13 @@ def bad_configs(pki: Pki, tmp: Path) -> dict[str, tuple[str, str]]:
             "client_auth_type",
         ),
         "curves": (good_tls + "  curve_preferences: [X25519]\n", "curve_preferences"),
-        "sans": (good_tls + "  client_allowed_sans: [a]\n", "client_allowed_sans"),
+        "sans without required client certificates": (
+            good_tls
+            + "  client_auth_type: VerifyClientCertIfGiven\n"
+            + f"  client_ca_file: {pki.one.cacert}\n"
+            + "  client_allowed_sans: [a.example]\n",
+            "client_allowed_sans",
+        ),
         "cipher": (good_tls + "  cipher_suites: [TLS_RSA_WITH_RC4]\n", "cipher_suites"),
         "rate limit": ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit"),
         "password instead of hash": (
@@ -622,8 +686,8 @@ BAD_CONFIG_NAMES = [
     "bad yaml", "unknown key", "unknown tls key", "missing cert", "cert not a cert",
     "key of another cert", "bad tls version", "min above max", "bad client auth",
     "unsupported client auth", "client auth without ca", "ca without client auth", "curves",
-    "sans", "cipher", "rate limit", "password instead of hash", "truncated hash",
-    "duplicate user", "bad header", "open metrics",
+    "sans without required client certificates", "cipher", "rate limit",
+    "password instead of hash", "truncated hash", "duplicate user", "bad header", "open metrics",
 ]  # fmt: skip
 
 
