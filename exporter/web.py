@@ -180,6 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         web = self.server.web
+        if web is not None and web.rate_limiter is not None and not web.rate_limiter.allow():
+            self._send(429, "text/plain; charset=utf-8", b"too many requests\n")
+            return
         if web is not None and not self._authorized(web, path):
             self._send(
                 401,

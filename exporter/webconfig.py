@@ -8,12 +8,13 @@ prometheus/exporter-toolkit), so a file written for node_exporter works here:
   ``min_version``, ``max_version``, ``cipher_suites``, ``prefer_server_cipher_suites``;
 - ``http_server_config``: ``headers`` (the five the toolkit allows), ``http2`` (accepted; this
   server speaks HTTP/1.1 only, which clients fall back to);
-- ``basic_auth_users``: user name -> bcrypt hash.
+- ``basic_auth_users``: user name -> bcrypt hash;
+- ``rate_limit``: ``interval`` (a Go duration) and ``burst``, for all paths (429 beyond).
 
 What Python's ``ssl`` module cannot do the way the toolkit does is refused at load time with one
 line naming the field, never ignored: ``client_auth_type`` RequestClientCert and
 RequireAnyClientCert (Python cannot ask for a certificate without verifying it),
-``curve_preferences``, inline ``cert``/``key``, ``rate_limit``.
+``curve_preferences``, inline ``cert``/``key``.
 
 One key is ours, not the toolkit's: ``celery_exporter_unauthenticated_paths``, a list of
 ``/healthz`` and/or ``/readyz`` served without basic auth (for probes that cannot send a
@@ -152,6 +153,7 @@ class WebConfig:
     summary: str = "plain HTTP, no authentication"
     # client_allowed_sans: a verified client certificate must name one of these.
     client_allowed_sans: frozenset[str] | None = None
+    rate_limiter: RateLimiter | None = None
 
     def needs_auth(self, path: str) -> bool:
         return self.auth is not None and path not in self.unauthenticated_paths
@@ -182,6 +184,50 @@ def peer_sans(peer_cert: dict[str, Any] | None) -> set[str]:
     return sans
 
 
+class RateLimiter:
+    """The toolkit's ``rate_limit``: a token bucket of ``burst`` requests, one more every
+    ``interval`` seconds, shared by every path; a request without a token gets 429."""
+
+    def __init__(self, interval: float, burst: int, clock: Any = time.monotonic) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) / self.interval)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}  # fmt: skip
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration such as ``1s``, ``250ms`` or ``1h30m`` (``0`` alone too)."""
+    if text == "0":
+        return 0.0
+    position, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{text!r} is not a duration (such as 1s, 250ms, 1m)")
+    return seconds
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` credentials against bcrypt hashes.
 
@@ -200,6 +246,8 @@ class BasicAuth:
         self._key = secrets.token_bytes(32)
         self._good: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
+        # One bcrypt check at a time (as the toolkit): a flood of wrong passwords takes one core.
+        self._bcrypt_lock = threading.Lock()
 
     def check(self, user: bytes, password: bytes) -> bool:
         mac = hmac.new(self._key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256)
@@ -214,7 +262,8 @@ class BasicAuth:
             # password was never hashed whole, so it is wrong, for every user alike.
             return False
         try:
-            matches = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
+            with self._bcrypt_lock:
+                matches = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
         except ValueError:  # a hash bcrypt cannot read (checked at load: should not happen)
             matches = False
         if not matches or hashed is None:
@@ -497,8 +546,7 @@ def load_web_config(path: str) -> WebConfig:
 def _build(path: str, directory: Path, raw: Any) -> WebConfig:
     config = _mapping(raw, "the file")
     _check_keys(config, TOP_LEVEL_KEYS, "")
-    if config.get("rate_limit") is not None:
-        raise _error("rate_limit", "not supported")
+    limiter = _rate_limiter(config.get("rate_limit"))
     tls = config.get("tls_server_config")
     context, tls_summary, allowed_sans = (None, "plain HTTP", None)
     if tls is not None:
@@ -517,6 +565,10 @@ def _build(path: str, directory: Path, raw: Any) -> WebConfig:
                 f"{open_path!r} cannot be opened (only {', '.join(OPENABLE_PATHS)})",
             )
     auth = BasicAuth(users) if users else None
+    if limiter is not None:
+        tls_summary += (
+            f"; rate limit: bursts of {limiter.burst}, one more every {limiter.interval:g} s"
+        )
     auth_summary = f"basic auth ({len(users)} users)" if users else "no basic auth"
     if auth is not None and open_paths:
         auth_summary += f", open without auth: {', '.join(open_paths)}"
@@ -528,7 +580,29 @@ def _build(path: str, directory: Path, raw: Any) -> WebConfig:
         unauthenticated_paths=frozenset(open_paths),
         summary=f"{tls_summary}; {auth_summary}",
         client_allowed_sans=allowed_sans,
+        rate_limiter=limiter,
     )
+
+
+def _rate_limiter(value: Any) -> RateLimiter | None:
+    where = "rate_limit"
+    limit = _mapping(value, where)
+    _check_keys(limit, ("interval", "burst"), where)
+    interval_value = limit.get("interval", 0)
+    if interval_value == 0:
+        return None  # the toolkit's "0 disables"
+    if not isinstance(interval_value, str):
+        raise _error(f"{where}.interval", "must be a duration such as 1s or 250ms")
+    try:
+        interval = parse_go_duration(interval_value)
+    except ValueError as exc:
+        raise _error(f"{where}.interval", str(exc)) from None
+    if interval == 0:
+        return None
+    burst = limit.get("burst", 0)
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        raise _error(f"{where}.burst", "must be a whole number of at least 1 (0 refuses all)")
+    return RateLimiter(interval, burst)
 
 
 def validate_web_config_file(path: str) -> str:

@@ -658,7 +658,8 @@ def bad_configs(pki: Pki, tmp: Path) -> dict[str, tuple[str, str]]:
             "client_allowed_sans",
         ),
         "cipher": (good_tls + "  cipher_suites: [TLS_RSA_WITH_RC4]\n", "cipher_suites"),
-        "rate limit": ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit"),
+        "bad rate interval": ("rate_limit:\n  interval: soon\n  burst: 5\n", "rate_limit.interval"),
+        "rate burst zero": ("rate_limit:\n  interval: 1s\n  burst: 0\n", "rate_limit.burst"),
         "password instead of hash": (
             f"basic_auth_users:\n  prometheus: {PASSWORD}\n",
             "basic_auth_users",
@@ -686,7 +687,7 @@ BAD_CONFIG_NAMES = [
     "bad yaml", "unknown key", "unknown tls key", "missing cert", "cert not a cert",
     "key of another cert", "bad tls version", "min above max", "bad client auth",
     "unsupported client auth", "client auth without ca", "ca without client auth", "curves",
-    "sans without required client certificates", "cipher", "rate limit",
+    "sans without required client certificates", "cipher", "bad rate interval", "rate burst zero",
     "password instead of hash", "truncated hash", "duplicate user", "bad header", "open metrics",
 ]  # fmt: skip
 
@@ -729,6 +730,41 @@ def test_missing_file_from_the_environment_is_one_line_exit_2(tmp_path: Path) ->
 
 
 # -- the parser and the password check, in process -------------------------------------------
+
+
+def test_rate_limit_answers_429_beyond_the_burst(
+    start_exporter: Callable[..., ExporterProcess],
+) -> None:
+    # A burst of 3 and one more per hour: start() used one (its /healthz check).
+    exporter = start_exporter("rate_limit:\n  interval: 1h\n  burst: 3\n")
+    conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=5)
+    try:
+        assert [request(conn, "/healthz").status for _ in range(2)] == [200, 200]
+        limited = request(conn, "/metrics")
+        assert (limited.status, limited.body) == (429, "too many requests\n")
+    finally:
+        conn.close()
+
+
+def test_go_durations_and_the_token_bucket() -> None:
+    assert webconfig.parse_go_duration("1s") == 1.0
+    assert webconfig.parse_go_duration("250ms") == 0.25
+    assert webconfig.parse_go_duration("1h30m") == 5400.0
+    assert webconfig.parse_go_duration("1.5s") == 1.5
+    assert webconfig.parse_go_duration("0") == 0.0
+    for bad in ("", "1", "s", "1x", "-1s", "1s ", "1 s"):
+        with pytest.raises(ValueError):
+            webconfig.parse_go_duration(bad)
+    now = [100.0]
+    limiter = webconfig.RateLimiter(interval=2.0, burst=2, clock=lambda: now[0])
+    assert [limiter.allow() for _ in range(3)] == [True, True, False]
+    now[0] += 1.0  # half a token
+    assert not limiter.allow()
+    now[0] += 1.0  # a whole one
+    assert limiter.allow()
+    assert not limiter.allow()
+    now[0] += 100.0  # refills up to the burst, no further
+    assert [limiter.allow() for _ in range(3)] == [True, True, False]
 
 
 def test_relative_paths_resolve_against_the_config_directory(
