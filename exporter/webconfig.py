@@ -3,7 +3,8 @@
 The file has the format of the Prometheus exporter-toolkit (``docs/web-configuration.md`` in
 prometheus/exporter-toolkit), so a file written for node_exporter works here:
 
-- ``tls_server_config``: ``cert_file``, ``key_file``, ``client_auth_type``, ``client_ca_file``
+- ``tls_server_config``: ``cert_file``, ``key_file`` (or inline ``cert``, ``key``: loaded
+  through an in-memory file, never written to disk), ``client_auth_type``, ``client_ca_file``
   (or inline ``client_ca``), ``client_allowed_sans`` (checked once the handshake is done),
   ``min_version``, ``max_version``, ``cipher_suites``, ``prefer_server_cipher_suites``;
 - ``http_server_config``: ``headers`` (the five the toolkit allows), ``http2`` (accepted; this
@@ -14,7 +15,7 @@ prometheus/exporter-toolkit), so a file written for node_exporter works here:
 What Python's ``ssl`` module cannot do the way the toolkit does is refused at load time with one
 line naming the field, never ignored: ``client_auth_type`` RequestClientCert and
 RequireAnyClientCert (Python cannot ask for a certificate without verifying it),
-``curve_preferences``, inline ``cert``/``key``.
+``curve_preferences``.
 
 One key is ours, not the toolkit's: ``celery_exporter_unauthenticated_paths``, a list of
 ``/healthz`` and/or ``/readyz`` served without basic auth (for probes that cannot send a
@@ -28,16 +29,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,17 +337,25 @@ def _resolve(directory: Path, value: Any, where: str) -> Path | None:
     return _readable(path if path.is_absolute() else directory / path, where)
 
 
+@contextlib.contextmanager
+def _memory_file(text: str, where: str) -> Iterator[str]:
+    """A path to ``text`` that lives in memory only (an inline key never touches a disk)."""
+    if not hasattr(os, "memfd_create"):
+        raise _error(where, "inline PEM needs Linux (memfd_create); use the _file field")
+    fd = os.memfd_create("celery-exporter-web-config", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as file:
+            file.write(text.encode())
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def _ssl_context(
     tls: dict[str, Any], directory: Path
 ) -> tuple[ssl.SSLContext, str, frozenset[str] | None]:
     where = "tls_server_config"
     _check_keys(tls, TLS_KEYS, where)
-    for inline in ("cert", "key"):
-        if tls.get(inline):
-            raise _error(
-                f"{where}.{inline}",
-                f"inline certificates and keys are not supported; use {inline}_file",
-            )
     if tls.get("curve_preferences"):
         raise _error(
             f"{where}.curve_preferences",
@@ -352,9 +363,16 @@ def _ssl_context(
         )
     cert_file = _resolve(directory, tls.get("cert_file"), f"{where}.cert_file")
     key_file = _resolve(directory, tls.get("key_file"), f"{where}.key_file")
-    if cert_file is None:
+    inline: dict[str, str] = {}
+    for name, file in (("cert", cert_file), ("key", key_file)):
+        text = tls.get(name)
+        if text is not None and _string(text, f"{where}.{name}"):
+            if file is not None:
+                raise _error(f"{where}.{name}", f"give {name} or {name}_file, not both")
+            inline[name] = text
+    if cert_file is None and "cert" not in inline:
         raise _error(f"{where}.cert_file", "missing (TLS needs a certificate)")
-    if key_file is None:
+    if key_file is None and "key" not in inline:
         raise _error(f"{where}.key_file", "missing (TLS needs the certificate's key)")
 
     versions = {}
@@ -399,19 +417,38 @@ def _ssl_context(
             raise _error(f"{where}.cipher_suites", "none of them is available") from None
 
     # The certificate first (so a bad one is named as such), then the key that must match it.
+    cert_name = f"{where}.cert_file" if cert_file is not None else f"{where}.cert"
+    key_name = f"{where}.key_file" if key_file is not None else f"{where}.key"
+    cert_shown = f"{cert_file} holds" if cert_file is not None else "holds"
+    key_shown = f"{key_file} " if key_file is not None else ""
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(cert_file))
+        checker = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if cert_file is not None:
+            checker.load_verify_locations(cafile=str(cert_file))
+        else:
+            checker.load_verify_locations(cadata=inline["cert"])
     except ssl.SSLError:
-        raise _error(f"{where}.cert_file", f"{cert_file} holds no PEM certificate") from None
-    try:
-        # The callback refuses encrypted keys instead of prompting on the terminal.
-        context.load_cert_chain(str(cert_file), str(key_file), password=lambda: b"")
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
-            raise _error(f"{where}.key_file", f"{key_file} does not match cert_file") from None
-        raise _error(
-            f"{where}.key_file", f"{key_file} holds no usable PEM private key (or it is encrypted)"
-        ) from None
+        raise _error(cert_name, f"{cert_shown} no PEM certificate") from None
+    with contextlib.ExitStack() as stack:
+        cert_path = (
+            str(cert_file)
+            if cert_file is not None
+            else stack.enter_context(_memory_file(inline["cert"], cert_name))
+        )
+        key_path = (
+            str(key_file)
+            if key_file is not None
+            else stack.enter_context(_memory_file(inline["key"], key_name))
+        )
+        try:
+            # The callback refuses encrypted keys instead of prompting on the terminal.
+            context.load_cert_chain(cert_path, key_path, password=lambda: b"")
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+                raise _error(key_name, f"{key_shown}does not match the certificate") from None
+            raise _error(
+                key_name, f"{key_shown}holds no usable PEM private key (or it is encrypted)"
+            ) from None
 
     auth_type = tls.get("client_auth_type") or "NoClientCert"
     auth_type = _string(auth_type, f"{where}.client_auth_type")

@@ -732,6 +732,53 @@ def test_missing_file_from_the_environment_is_one_line_exit_2(tmp_path: Path) ->
 # -- the parser and the password check, in process -------------------------------------------
 
 
+def indented(text: str, spaces: int = 4) -> str:
+    return "".join(f"{' ' * spaces}{line}\n" for line in text.splitlines())
+
+
+def test_inline_certificate_and_key(
+    pki: Pki, start_exporter: Callable[..., ExporterProcess]
+) -> None:
+    config = (
+        "tls_server_config:\n"
+        f"  cert: |\n{indented(pki.two.cert.read_text())}"
+        f"  key: |\n{indented(pki.two.key.read_text())}"
+    )
+    ca = client_context(pki.two.cacert)
+    exporter = start_exporter(config, tls=ca)
+    assert https_get(exporter.port, "/healthz", ca).status == 200
+    assert served_fingerprint(exporter.port) == file_fingerprint(pki.two.cert)
+
+
+def test_inline_key_problems_are_one_line_without_the_key(pki: Pki, tmp_path: Path) -> None:
+    key_text = pki.one.key.read_text()
+    key_body = key_text.splitlines()[1]  # a line of the key's base64
+    cases = {
+        "tls_server_config.key: give key or key_file, not both": (
+            f"tls_server_config:\n  cert_file: {pki.one.cert}\n  key_file: {pki.one.key}\n"
+            f"  key: |\n{indented(key_text)}"
+        ),
+        "tls_server_config.key: does not match the certificate": (
+            f"tls_server_config:\n  cert_file: {pki.two.cert}\n  key: |\n{indented(key_text)}"
+        ),
+        "tls_server_config.key: holds no usable PEM private key": (
+            f"tls_server_config:\n  cert_file: {pki.one.cert}\n  key: not a key\n"
+        ),
+        "tls_server_config.cert: holds no PEM certificate": (
+            f"tls_server_config:\n  cert: not a cert\n  key: |\n{indented(key_text)}"
+        ),
+    }
+    path = tmp_path / "web.yml"
+    for expected, config in cases.items():
+        path.write_text(config)
+        result = run_cli("--web-config-file", str(path))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert expected in lines[0]
+        assert key_body not in result.stderr + result.stdout
+
+
 def test_rate_limit_answers_429_beyond_the_burst(
     start_exporter: Callable[..., ExporterProcess],
 ) -> None:
