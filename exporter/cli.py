@@ -5,6 +5,7 @@ A bad value ends with one line naming the flag, and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +27,11 @@ from exporter.settings import (
     parse_listen_address,
     parse_patterns,
 )
+from exporter.transport_options import check_transport_options
 from exporter.webconfig import WebConfigError, validate_web_config_file
 
 ENV_PREFIX = "CELERY_EXPORTER"
+log = logging.getLogger(__name__)
 
 
 class _Parsed(click.ParamType):  # type: ignore[type-arg]
@@ -356,6 +359,11 @@ def command(ctx: click.Context, /, **options: Any) -> None:
         except AppNotFound as exc:
             raise click.BadParameter(str(exc), param_hint="'--app'") from None
     configure_logging(settings.log_level, settings.log_format)
+    for key in check_transport_options(settings.transport_options):
+        log.warning(
+            "transport option %r is not one kombu reads (misspelt?); it is passed on as given",
+            key,
+        )
     try:
         run(settings)
     except WebConfigError as exc:  # changed between the check above and the daemon's load
@@ -419,9 +427,14 @@ def diagnose(**options: Any) -> int:
         raise click.BadParameter(
             "diagnose checks one broker at a time", param_hint="'--broker-url'"
         )
+    transport_options = parse_key_values(options["transport_options"])
+    try:
+        check_transport_options(transport_options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
     settings = Settings(
         broker_url=options["broker_url"][0][1],
-        transport_options=parse_key_values(options["transport_options"]),
+        transport_options=transport_options,
         ssl_options=parse_key_values(options["ssl_options"]),
         queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
         reconnect_max_backoff_seconds=1.0,
@@ -466,6 +479,10 @@ def build_settings(options: dict[str, Any]) -> Settings:
     try:
         transport_options = parse_key_values(options["transport_options"])
     except ValueError as exc:  # already validated per item by click
+        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
+    try:
+        check_transport_options(transport_options)
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
     ssl_options = parse_key_values(options["ssl_options"])
     broker_url, brokers = _brokers(options["broker_url"])

@@ -52,6 +52,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             "--broker-transport-option",
         ),
         (["--max-task-names", "-5"], "--max-task-names"),
+        (["--broker-transport-option", "priority_steps=notalist"], "--broker-transport-option"),
+        (["--broker-transport-option", "sep=5"], "--broker-transport-option"),
+        (["--broker-transport-option", "visibility_timeout=-1"], "--broker-transport-option"),
+        (["--broker-transport-option", 'sentinel_kwargs="hunter2"'], "--broker-transport-option"),
+        (["--broker-transport-option", "fanout_patterns=hunter2"], "--broker-transport-option"),
+        (["diagnose", "--broker-transport-option", "sep=5"], "--broker-transport-option"),
         (["--task-name-forget-after", "600"], "--task-name-forget-after"),
         (["--task-name-forget-after", "soon"], "--task-name-forget-after"),
     ],
@@ -175,3 +181,17 @@ def test_several_named_brokers_with_scoped_options() -> None:
     # One unnamed URL: no broker label; one named URL: labelled.
     assert _settings(["--broker-url", "redis://r/0"]).per_broker()[0][0] is None
     assert _settings(["--broker-url", "only=redis://r/0"]).per_broker()[0][0] == "only"
+
+
+def test_transport_options_are_type_checked_and_unknown_keys_reported() -> None:
+    from exporter.transport_options import check_transport_options
+
+    assert check_transport_options(
+        {"priority_steps": [0, 3, 6, 9], "sep": "\x06\x16", "visibility_timeout": 3600,
+         "sentinel_kwargs": {"password": "x"}, "red:global_keyprefix": "p:",
+         "global_key_prefix": "typo", "fanout_prefix": True}
+    ) == ["global_key_prefix"]  # fmt: skip
+    with pytest.raises(ValueError, match="priority_steps"):
+        check_transport_options({"priority_steps": [3, 0]})
+    with pytest.raises(ValueError, match="red:max_connections"):
+        check_transport_options({"red:max_connections": 1.5})

@@ -711,6 +711,16 @@ def test_bad_config_names_cover_every_case(pki: Pki, tmp_path: Path) -> None:
     assert sorted(bad_configs(pki, tmp_path)) == sorted(BAD_CONFIG_NAMES)
 
 
+def test_reload_metrics_are_documented_without_a_broker_label() -> None:
+    from tests.support.promql import documented_metrics
+
+    documented = documented_metrics()
+    assert documented["celery_exporter_web_config_reloads_total"].labels == {"result"}
+    assert documented["celery_exporter_web_config_reloads_total"].type == "counter"
+    gauge = documented["celery_exporter_web_config_last_reload_success_timestamp_seconds"]
+    assert (gauge.type, gauge.labels) == ("gauge", frozenset())
+
+
 def test_help_lists_the_option() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True, timeout=60
