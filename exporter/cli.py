@@ -28,6 +28,7 @@ from exporter.settings import (
     parse_patterns,
 )
 from exporter.transport_options import check_transport_options
+from exporter.webconfig import WebConfigError, validate_web_config_file
 
 ENV_PREFIX = "CELERY_EXPORTER"
 log = logging.getLogger(__name__)
@@ -139,6 +140,13 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default="0.0.0.0:9808",
     show_default=True,
     help="Where to serve /metrics, /healthz, /readyz and the landing page.",
+)
+@click.option(
+    "--web-config-file",
+    type=_Parsed("PATH", validate_web_config_file),
+    default=None,
+    help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit "
+    "web-config format (see README, Securing /metrics). Reloaded on SIGHUP.",
 )
 @click.option(
     "--log-level",
@@ -356,7 +364,10 @@ def command(ctx: click.Context, /, **options: Any) -> None:
             "transport option %r is not one kombu reads (misspelt?); it is passed on as given",
             key,
         )
-    run(settings)
+    try:
+        run(settings)
+    except WebConfigError as exc:  # changed between the check above and the daemon's load
+        raise click.BadParameter(str(exc), param_hint="'--web-config-file'") from None
 
 
 @command.command(
@@ -503,6 +514,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         sample_interval_seconds=options["sample_interval"],
         sample_timeout_seconds=options["sample_timeout"],
         queue_forget_after_seconds=options["queue_forget_after"],
+        web_config_file=options["web_config_file"],
         task_include=options["task_include"] or (),
         task_exclude=options["task_exclude"] or (),
         max_task_names=options["max_task_names"],

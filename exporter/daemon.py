@@ -33,6 +33,7 @@ from exporter.settings import Settings
 from exporter.state.worker_registry import WorkerRegistry
 from exporter.watch import IDLE_NAMES_TICKS, RUNNING_REFRESH_TICKS, BrokerWatch
 from exporter.web import ExporterHTTPServer
+from exporter.webconfig import WebConfigReloader
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,10 @@ class Exporter:
                 self.registry.register(_Collect(collect, lock, labels))
         self.registry.register(_Collect(_build_info))
         ProcessCollector(registry=self.registry)
+        self.web_config: WebConfigReloader | None = None
+        if settings.web_config_file:
+            self.web_config = WebConfigReloader(settings.web_config_file)
+            self.registry.register(_Collect(self.web_config.collect))
         self.http: ExporterHTTPServer | None = None
         self._stop = threading.Event()
 
@@ -147,7 +152,11 @@ class Exporter:
     def start(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
         self.http = ExporterHTTPServer(
-            (host, port), self.registry, self.broker_display(), self.ready
+            (host, port),
+            self.registry,
+            self.broker_display(),
+            self.ready,
+            web_config=self.web_config,
         )
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
@@ -200,6 +209,9 @@ def run(settings: Settings) -> None:
     exporter = Exporter(settings)
     signal.signal(signal.SIGTERM, exporter.request_stop)
     signal.signal(signal.SIGINT, exporter.request_stop)
+    if exporter.web_config is not None:
+        # Reload TLS and basic auth: new connections get them; the listener stays.
+        signal.signal(signal.SIGHUP, exporter.web_config.request_reload)
     exporter.start()
     try:
         exporter.run_forever()
