@@ -51,7 +51,9 @@ USER 10001:10001
 EXPOSE 9808
 # Liveness only (/healthz): a broker outage is /readyz's business, not a reason to restart.
 # Follows CELERY_EXPORTER_LISTEN_ADDRESS when the port is changed that way (not --listen-address).
+# Any HTTP answer below 500 means alive: with --web-config-file the port may speak TLS (plain
+# HTTP gets a 400) or want a password (401), and the check needs neither certificate nor secret.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('CELERY_EXPORTER_LISTEN_ADDRESS', ':9808').rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, http.client; port = os.environ.get('CELERY_EXPORTER_LISTEN_ADDRESS', ':9808').rsplit(':', 1)[1]; c = http.client.HTTPConnection('127.0.0.1', int(port), timeout=4); c.request('GET', '/healthz'); raise SystemExit(c.getresponse().status >= 500)"]
 # Exec form: the exporter is PID 1 and gets SIGTERM itself (it stops within 2 s).
 ENTRYPOINT ["celery-metrics-exporter"]

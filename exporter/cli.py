@@ -5,6 +5,7 @@ A bad value ends with one line naming the flag, and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -14,16 +15,23 @@ import click
 from exporter import __version__
 from exporter.redact import redact_text
 from exporter.settings import (
+    DEFAULT_MAX_TASK_NAMES,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
     Settings,
-    parse_broker_url,
+    option_scopes,
+    parse_broker_spec,
     parse_buckets,
+    parse_forget_after,
     parse_key_values,
     parse_listen_address,
+    parse_patterns,
 )
+from exporter.transport_options import check_transport_options
+from exporter.webconfig import WebConfigError, validate_web_config_file
 
 ENV_PREFIX = "CELERY_EXPORTER"
+log = logging.getLogger(__name__)
 
 
 class _Parsed(click.ParamType):  # type: ignore[type-arg]
@@ -82,11 +90,13 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--broker-url",
             envvar=f"{ENV_PREFIX}_BROKER_URL",
-            type=_Parsed("URL", parse_broker_url),
-            default="redis://localhost:6379/0",
+            type=_Parsed("URL", parse_broker_spec),
+            multiple=True,
+            default=["redis://localhost:6379/0"],
             show_default=True,
             help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
-            "amqp:// or amqps://.",
+            "amqp:// or amqps://. Repeat as NAME=URL to watch several brokers or virtual "
+            "hosts from one process, each labelled broker=NAME.",
         ),
         click.option(
             "--broker-transport-option",
@@ -130,6 +140,13 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default="0.0.0.0:9808",
     show_default=True,
     help="Where to serve /metrics, /healthz, /readyz and the landing page.",
+)
+@click.option(
+    "--web-config-file",
+    type=_Parsed("PATH", validate_web_config_file),
+    default=None,
+    help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit "
+    "web-config format (see README, Securing /metrics). Reloaded on SIGHUP.",
 )
 @click.option(
     "--log-level",
@@ -233,7 +250,7 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default="",
     help="Comma-separated queues to always watch, even when no worker consumes them and "
     "they are empty (queues are also discovered from workers, task-sent events and, on "
-    "Redis, kombu's bindings).",
+    "Redis, kombu's bindings). With several brokers, NAME:queue watches it on one only.",
 )
 @click.option(
     "--sample-interval",
@@ -286,6 +303,46 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     callback=_positive("inspect-timeout"),
     help="Seconds to wait for a worker's reply to an inspect request (at least 1).",
 )
+@click.option(
+    "--task-include",
+    type=_Parsed("PATTERNS", parse_patterns),
+    default=None,
+    help="Only task names matching one of these comma-separated shell patterns (e.g. "
+    "'myapp.*,billing.charge') get series of their own; others count under "
+    'name="(other)".',
+)
+@click.option(
+    "--task-exclude",
+    type=_Parsed("PATTERNS", parse_patterns),
+    default=None,
+    help="Task names matching these comma-separated shell patterns count under "
+    'name="(other)" (applied after --task-include).',
+)
+@click.option(
+    "--max-task-names",
+    type=int,
+    default=DEFAULT_MAX_TASK_NAMES,
+    show_default=True,
+    callback=_positive("max-task-names", allow_zero=True),
+    help="Distinct task names with series of their own; later names count under "
+    'name="(other)" (see celery_exporter_dropped_label_values_total). 0: no cap.',
+)
+@click.option(
+    "--task-name-forget-after",
+    type=_Parsed("SECONDS", parse_forget_after),
+    default="0",
+    show_default=True,
+    help="Remove the series of a task name with no event for this many seconds (at least "
+    "7200, longer than every shipped alert's window; periodic tasks' arrival series stay). "
+    "0: never.",
+)
+@click.option(
+    "--task-worker-label/--no-task-worker-label",
+    default=True,
+    show_default=True,
+    help="Label task counters with the worker's hostname. Turn off when worker pods churn "
+    "(per-worker figures stay in celery_worker_* metrics).",
+)
 @click.pass_context
 def command(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
@@ -302,7 +359,15 @@ def command(ctx: click.Context, /, **options: Any) -> None:
         except AppNotFound as exc:
             raise click.BadParameter(str(exc), param_hint="'--app'") from None
     configure_logging(settings.log_level, settings.log_format)
-    run(settings)
+    for key in check_transport_options(settings.transport_options):
+        log.warning(
+            "transport option %r is not one kombu reads (misspelt?); it is passed on as given",
+            key,
+        )
+    try:
+        run(settings)
+    except WebConfigError as exc:  # changed between the check above and the daemon's load
+        raise click.BadParameter(str(exc), param_hint="'--web-config-file'") from None
 
 
 @command.command(
@@ -358,9 +423,18 @@ def diagnose(**options: Any) -> int:
     from exporter.redact import redact_url
 
     configure_logging("ERROR", "text")
+    if len(options["broker_url"]) != 1:
+        raise click.BadParameter(
+            "diagnose checks one broker at a time", param_hint="'--broker-url'"
+        )
+    transport_options = parse_key_values(options["transport_options"])
+    try:
+        check_transport_options(transport_options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
     settings = Settings(
-        broker_url=options["broker_url"],
-        transport_options=parse_key_values(options["transport_options"]),
+        broker_url=options["broker_url"][0][1],
+        transport_options=transport_options,
         ssl_options=parse_key_values(options["ssl_options"]),
         queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
         reconnect_max_backoff_seconds=1.0,
@@ -373,18 +447,54 @@ def diagnose(**options: Any) -> int:
     return exit_code(found)
 
 
+def _brokers(
+    specs: tuple[tuple[str | None, str], ...],
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(the first URL, the named brokers); one unnamed URL means no broker label."""
+    hint = "'--broker-url'"
+    if len(specs) == 1 and specs[0][0] is None:
+        return specs[0][1], ()
+    named = [(name, url) for name, url in specs if name is not None]
+    if len(named) != len(specs):
+        raise click.BadParameter("name each broker as NAME=URL to watch several", param_hint=hint)
+    names = [name for name, _ in named]
+    for name in names:
+        if names.count(name) > 1:
+            raise click.BadParameter(f"broker name {name!r} is given twice", param_hint=hint)
+    return named[0][1], tuple(named)
+
+
+def _check_scopes(scopes: set[str], brokers: tuple[tuple[str, str], ...], flag: str) -> None:
+    unknown = scopes - {name for name, _ in brokers}
+    if unknown:
+        raise click.BadParameter(
+            f"{sorted(unknown)[0]!r}: scoped options (NAME:key=value) need a broker of that "
+            "name (--broker-url NAME=URL)",
+            param_hint=flag,
+        )
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     host, port = options["listen_address"]
     try:
         transport_options = parse_key_values(options["transport_options"])
     except ValueError as exc:  # already validated per item by click
         raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
+    try:
+        check_transport_options(transport_options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
+    ssl_options = parse_key_values(options["ssl_options"])
+    broker_url, brokers = _brokers(options["broker_url"])
+    _check_scopes(option_scopes(transport_options), brokers, "'--broker-transport-option'")
+    _check_scopes(option_scopes(ssl_options), brokers, "'--broker-ssl-option'")
     return Settings(
-        broker_url=options["broker_url"],
+        broker_url=broker_url,
+        brokers=brokers,
         listen_host=host,
         listen_port=port,
         transport_options=transport_options,
-        ssl_options=parse_key_values(options["ssl_options"]),
+        ssl_options=ssl_options,
         log_level=options["log_level"].upper(),
         log_format=options["log_format"],
         runtime_buckets=options["runtime_buckets"],
@@ -404,6 +514,12 @@ def build_settings(options: dict[str, Any]) -> Settings:
         sample_interval_seconds=options["sample_interval"],
         sample_timeout_seconds=options["sample_timeout"],
         queue_forget_after_seconds=options["queue_forget_after"],
+        web_config_file=options["web_config_file"],
+        task_include=options["task_include"] or (),
+        task_exclude=options["task_exclude"] or (),
+        max_task_names=options["max_task_names"],
+        task_name_forget_after_seconds=options["task_name_forget_after"],
+        task_worker_label=options["task_worker_label"],
     )
 
 

@@ -7,11 +7,14 @@ one-line error naming the flag.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+# A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
+BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 # From a 5 ms cache hit to an hour-long report job.
 DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
@@ -36,6 +39,11 @@ DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
     3600.0,
 )
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+
+# Idle task names lose their series no sooner than this: longer than any range plus `for:`
+# in alerts/ (tests/test_series_limits.py checks), so no alert loses a series it needs.
+MIN_TASK_NAME_FORGET_SECONDS = 7200.0
+DEFAULT_MAX_TASK_NAMES = 5000
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,39 @@ class Settings:
     queue_forget_after_seconds: float = 3600.0
     # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
     reorder_window_seconds: float = 2.0
+    # TLS and basic auth for the HTTP endpoints (exporter/webconfig.py); reloaded on SIGHUP.
+    web_config_file: str | None = None
+    # Series limits (state/task_names.py): which names get series, how many, for how long.
+    task_include: tuple[str, ...] = ()
+    task_exclude: tuple[str, ...] = ()
+    max_task_names: int = DEFAULT_MAX_TASK_NAMES
+    task_name_forget_after_seconds: float = 0.0  # 0: never
+    # False drops `hostname` from the task counters (worker pods churn).
+    task_worker_label: bool = True
+    # Several named brokers (NAME, URL), each watched on its own and labelled broker=NAME.
+    # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
+    # NAME:key, and --queues entries NAME:queue, apply to that broker only.
+    brokers: tuple[tuple[str, str], ...] = ()
+
+    def per_broker(self) -> list[tuple[str | None, Settings]]:
+        """(label value, settings) for each broker to watch."""
+        if not self.brokers:
+            return [(None, self)]
+        names = {name for name, _ in self.brokers}
+        return [
+            (
+                name,
+                replace(
+                    self,
+                    broker_url=url,
+                    brokers=(),
+                    transport_options=_scoped_options(self.transport_options, name),
+                    ssl_options=_scoped_options(self.ssl_options, name),
+                    queues=_scoped_queues(self.queues, name, names),
+                ),
+            )
+            for name, url in self.brokers
+        ]
 
     @property
     def scheme(self) -> str:
@@ -80,6 +121,44 @@ class Settings:
     @property
     def is_redis(self) -> bool:
         return self.scheme in ("redis", "rediss", "sentinel")
+
+
+def _scoped_options(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Options for one broker: unscoped keys, overridden by NAME:key ones."""
+    mine = {k: v for k, v in options.items() if ":" not in k}
+    prefix = f"{name}:"
+    mine.update({k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix)})
+    return mine
+
+
+def _scoped_queues(queues: tuple[str, ...], name: str, names: set[str]) -> tuple[str, ...]:
+    mine = []
+    for queue in queues:
+        scope, sep, rest = queue.partition(":")
+        if sep and scope in names:
+            if scope == name:
+                mine.append(rest)
+        else:
+            mine.append(queue)
+    return tuple(mine)
+
+
+def option_scopes(options: dict[str, Any]) -> set[str]:
+    """The NAME of every NAME:key option."""
+    return {k.partition(":")[0] for k in options if ":" in k}
+
+
+def parse_broker_spec(value: str) -> tuple[str | None, str]:
+    """``URL`` or ``NAME=URL`` (a named broker, labelled broker=NAME)."""
+    value = value.strip()
+    name, sep, rest = value.partition("=")
+    if sep and "://" in rest and "://" not in name:
+        if not BROKER_NAME.fullmatch(name):
+            raise ValueError(
+                f"broker name {name!r} must be letters, digits, '_', '.' or '-' (at most 63)"
+            )
+        return name, parse_broker_url(rest)
+    return None, parse_broker_url(value)
 
 
 def parse_broker_url(value: str) -> str:
@@ -129,6 +208,28 @@ def parse_key_values(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
             raise ValueError(f"{item!r} is not KEY=VALUE")
         options[key] = parse_option_value(raw)
     return options
+
+
+def parse_patterns(value: str) -> tuple[str, ...]:
+    """Comma-separated shell-style patterns (``myapp.reports.*``)."""
+    patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not patterns:
+        raise ValueError("needs at least one pattern, such as myapp.tasks.*")
+    return patterns
+
+
+def parse_forget_after(value: str) -> float:
+    """Seconds, 0 (never), or at least ``MIN_TASK_NAME_FORGET_SECONDS``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if seconds != 0 and not MIN_TASK_NAME_FORGET_SECONDS <= seconds < float("inf"):
+        raise ValueError(
+            f"must be 0 (never) or at least {MIN_TASK_NAME_FORGET_SECONDS:g} seconds, so "
+            f"series outlive every alert's window; got {value}"
+        )
+    return seconds
 
 
 def parse_buckets(value: str) -> tuple[float, ...]:

@@ -5,8 +5,11 @@ Edit this file, then run ``python3 grafana/generate.py``: the JSON files are its
 fails when they differ). Only the standard library is needed.
 
 Conventions every panel follows: the ``${datasource}`` variable as data source; label filters
-as regex matchers on the ``$queue``/``$worker``/``$task`` variables (multi-value, "All" is
-``.*``); a description saying what to look for; a unit.
+as regex matchers on the ``$broker``/``$queue``/``$worker``/``$task`` variables (multi-value,
+"All" is ``.*``), ``$broker`` on every celery_* selector (``B``, ``sel()``, and the ``Q``/``W``/
+``T`` filter sets); per-queue, per-worker and per-task series grouped by broker too
+(``BY_QUEUE``...) with the broker in their legends (``L_QUEUE``...); a description saying what
+to look for; a unit.
 """
 
 from __future__ import annotations
@@ -23,18 +26,43 @@ OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
 
-# Label filters. Task counters carry name, hostname and queue_name; histograms and
-# celery_task_sent_total have no hostname; running and periodic metrics only a name.
-Q = 'queue_name=~"$queue"'
-W = 'hostname=~"$worker"'
-T = 'name=~"$task"'
-TQW = f"{T}, {Q}, {W}"
-TQ = f"{T}, {Q}"
+# Label filters. Every celery_* selector carries B (alone, through sel(), where no other
+# variable applies): with several brokers every series carries broker="NAME", with a single
+# unnamed one none does, and broker=~".*" ("All") matches series without the label too.
+# Task counters carry name, hostname and queue_name; histograms and celery_task_sent_total
+# have no hostname; running and periodic metrics only a name.
+B = 'broker=~"$broker"'
+_Q = 'queue_name=~"$queue"'
+_W = 'hostname=~"$worker"'
+_T = 'name=~"$task"'
+Q = f"{B}, {_Q}"
+W = f"{B}, {_W}"
+T = f"{B}, {_T}"
+TQW = f"{B}, {_T}, {_Q}, {_W}"
+TQ = f"{B}, {_T}, {_Q}"
 R = "$__rate_interval"
+
+
+def sel(metric: str, filters: str = B) -> str:
+    """``metric{filters}``: a selector, by default filtered on the broker only."""
+    return f"{metric}{{{filters}}}"
+
+
+# Groupings of per-queue, per-worker and per-task series: the broker comes first, so that
+# two brokers' queues, workers or tasks of the same name stay apart when "All" brokers are
+# shown (without a broker label it changes nothing). Cluster-wide totals do not group.
+BY_QUEUE = "broker, queue_name"
+BY_WORKER = "broker, hostname"
+BY_TASK = "broker, name"
+# Legends name the broker after what it qualifies; it renders empty (no label) with a
+# single unnamed broker.
+L_QUEUE = "{{queue_name}} {{broker}}"
+L_WORKER = "{{hostname}} {{broker}}"
+L_TASK = "{{name}} {{broker}}"
 # "0 when an exporter is scraped, nothing when none is": appended with `or` to counts that
 # are empty when nothing is wrong, so they read 0 rather than "No data", while a dashboard
 # with no exporter behind it still says "No data".
-ZERO = "sum(0 * celery_exporter_broker_up)"
+ZERO = f"sum(0 * {sel('celery_exporter_broker_up')})"
 # Tasks that finished, either way (celery_task_failed_total has an extra `exception` label,
 # so the two never share a label set once rate() drops the name).
 FINISHED = "celery_task_(succeeded|failed)_total"
@@ -266,7 +294,8 @@ def table(
 
     ``key_labels``: label -> column title, in order (other labels are hidden). ``columns``:
     (title, unit, expr) per value column. Each query must keep only the key labels.
-    ``hide_values``: show the key labels only (a list of label combinations).
+    ``hide_values``: show the key labels only (a list of label combinations). A label
+    the results lack (``broker`` with a single unnamed broker) gets no column.
     """
     tgts = targets(*((expr, "") for _, _, expr in columns), instant=True)
     value_field = {
@@ -400,10 +429,25 @@ def layout(sections: Iterable[tuple[str, list[Panel]]]) -> list[Panel]:
     return panels
 
 
+# name -> (label, selector, label listed, description). Every dashboard has the broker
+# variable (every panel filters on it) and the others chained to it: their values are those
+# of the chosen brokers.
 VARIABLE_QUERIES = {
-    "queue": ("Queue", "celery_queue_messages", "queue_name", "Queues the exporter samples."),
-    "worker": ("Worker", "celery_worker_up", "hostname", "Worker node names (celery@host)."),
-    "task": ("Task", "celery_task_received_total", "name", "Task names workers received."),
+    "broker": (
+        "Broker",
+        "celery_exporter_broker_up",
+        "broker",
+        "Brokers the exporter watches (--broker-url NAME=URL). With a single unnamed broker "
+        "there is no broker label and only All is offered; it matches every series.",
+    ),
+    "queue": ("Queue", sel("celery_queue_messages"), "queue_name", "Queues the exporter samples."),
+    "worker": ("Worker", sel("celery_worker_up"), "hostname", "Worker node names (celery@host)."),
+    "task": (
+        "Task",
+        sel("celery_task_received_total"),
+        "name",
+        "Task names workers received.",
+    ),
 }
 
 
@@ -425,9 +469,9 @@ def variables(names: Sequence[str]) -> list[dict[str, Any]]:
             "skipUrlSync": False,
         }
     ]
-    for name in names:
-        label, metric, label_name, description = VARIABLE_QUERIES[name]
-        query = f"label_values({metric}, {label_name})"
+    for name in ["broker", *names]:
+        label, selector, label_name, description = VARIABLE_QUERIES[name]
+        query = f"label_values({selector}, {label_name})"
         result.append(
             {
                 "name": name,
@@ -459,8 +503,8 @@ def dashboard(
     sections: list[tuple[str, list[Panel]]],
     filters: Sequence[str],
 ) -> dict[str, Any]:
-    """``filters``: the query variables, only those the panels can filter on (a drop-down
-    that changes nothing would mislead)."""
+    """``filters``: the query variables besides ``broker`` (which every dashboard has), only
+    those the panels can filter on (a drop-down that changes nothing would mislead)."""
     return {
         "annotations": {
             "list": [
@@ -530,11 +574,11 @@ def failure_ratio(by: str, filters: str, window: str = R) -> str:
 
 UP_DOWN = value_map(v0=("DOWN", "red"), v1=("UP", "green"))
 HEARTBEAT_AGE = (
-    f"time() - max by (hostname) (celery_worker_last_heartbeat_timestamp_seconds{{{W}}})"
+    f"time() - max by ({BY_WORKER}) (celery_worker_last_heartbeat_timestamp_seconds{{{W}}})"
 )
 SATURATION = (
-    f"max by (hostname) (celery_worker_busy_processes{{{W}}})\n"
-    f"/ max by (hostname) (celery_worker_pool_processes{{{W}}} > 0)"
+    f"max by ({BY_WORKER}) (celery_worker_busy_processes{{{W}}})\n"
+    f"/ max by ({BY_WORKER}) (celery_worker_pool_processes{{{W}}} > 0)"
 )
 
 
@@ -546,14 +590,16 @@ def overview() -> dict[str, Any]:
     now = [
         stat(
             "Broker",
-            "Is the exporter connected to the broker and consuming events? DOWN: the broker is "
-            "unreachable (incident 01); the exporter keeps serving and reconnects by itself. "
+            "Is the exporter connected to the broker (to each one, when it watches several) "
+            "and consuming events? DOWN: the broker is unreachable (incident 01); the "
+            "exporter keeps serving and reconnects by itself. "
             "'No exporter': Prometheus scrapes no celery-metrics-exporter (check the target).",
-            "min(celery_exporter_broker_up)",
+            f"min by (broker) ({sel('celery_exporter_broker_up')})",
             "none",
             thresholds("red", (1, "green")),
             mappings=UP_DOWN,
             no_value="No exporter",
+            legend="{{broker}}",
         ),
         stat(
             "Workers online",
@@ -705,7 +751,7 @@ def overview() -> dict[str, Any]:
             "Ready backlog by queue",
             "Ready messages per queue (Redis: priority sub-queues included). A line that only "
             "goes up: nobody consumes that queue, or consumers are too slow.",
-            targets((f"sum by (queue_name) (celery_queue_messages{{{Q}}})", "{{queue_name}}")),
+            targets((f"sum by ({BY_QUEUE}) (celery_queue_messages{{{Q}}})", L_QUEUE)),
             "short",
             w=8,
             decimals=0,
@@ -716,8 +762,8 @@ def overview() -> dict[str, Any]:
             "near your acceptable latency; a straight rising line means the queue is stuck.",
             targets(
                 (
-                    f"max by (queue_name) (celery_queue_oldest_message_age_seconds{{{Q}}})",
-                    "{{queue_name}}",
+                    f"max by ({BY_QUEUE}) (celery_queue_oldest_message_age_seconds{{{Q}}})",
+                    L_QUEUE,
                 )
             ),
             "s",
@@ -728,12 +774,12 @@ def overview() -> dict[str, Any]:
             "Each row is a queue nobody will drain: messages wait, yet no live worker "
             "consumes it. Usual causes: a route to a queue no worker listens to (-Q), or all "
             "its workers are down. Empty is good.",
-            {"queue_name": "Queue"},
+            {"queue_name": "Queue", "broker": "Broker"},
             [
                 (
                     "Ready messages",
                     "short",
-                    f"sum by (queue_name) ((celery_queue_messages{{{Q}}} > 0)"
+                    f"sum by ({BY_QUEUE}) ((celery_queue_messages{{{Q}}} > 0)"
                     f" and (celery_queue_worker_consumers{{{Q}}} == 0))",
                 )
             ],
@@ -765,8 +811,8 @@ def overview() -> dict[str, Any]:
             "the same worker: a restart loop (incident 02); check its exit code and logs.",
             targets(
                 (
-                    f"sum by (hostname) (increase(celery_worker_online_total{{{W}}}[{R}])) > 0",
-                    "{{hostname}}",
+                    f"sum by ({BY_WORKER}) (increase(celery_worker_online_total{{{W}}}[{R}])) > 0",
+                    L_WORKER,
                 )
             ),
             "none",
@@ -797,8 +843,15 @@ def overview() -> dict[str, Any]:
             "skew included); growing means the exporter falls behind. Silence: time since "
             "the last event; it grows when no worker sends anything.",
             targets(
-                ("max(celery_exporter_event_lag_seconds)", "lag"),
-                ("time() - max(celery_exporter_last_event_timestamp_seconds > 0)", "silence"),
+                (
+                    f"max by (broker) ({sel('celery_exporter_event_lag_seconds')})",
+                    "lag {{broker}}",
+                ),
+                (
+                    "time() - max by (broker) "
+                    f"({sel('celery_exporter_last_event_timestamp_seconds')} > 0)",
+                    "silence {{broker}}",
+                ),
             ),
             "s",
             w=5,
@@ -810,8 +863,9 @@ def overview() -> dict[str, Any]:
             "on the event exchange.",
             targets(
                 (
-                    f"sum by (reason) (rate(celery_exporter_events_skipped_total[{R}]))",
-                    "{{reason}}",
+                    f"sum by (broker, reason) "
+                    f"(rate({sel('celery_exporter_events_skipped_total')}[{R}]))",
+                    "{{reason}} {{broker}}",
                 )
             ),
             "ops",
@@ -824,12 +878,14 @@ def overview() -> dict[str, Any]:
             "disconnected are lost, so counters undercount during these.",
             targets(
                 (
-                    f"sum by (reason) (increase(celery_exporter_broker_reconnects_total[{R}]))",
-                    "reconnect ({{reason}})",
+                    f"sum by (broker, reason) "
+                    f"(increase({sel('celery_exporter_broker_reconnects_total')}[{R}]))",
+                    "reconnect ({{reason}}) {{broker}}",
                 ),
                 (
-                    f"sum(increase(celery_exporter_broker_connect_failures_total[{R}]))",
-                    "failed connects",
+                    f"sum by (broker) "
+                    f"(increase({sel('celery_exporter_broker_connect_failures_total')}[{R}]))",
+                    "failed connects {{broker}}",
                 ),
             ),
             "none",
@@ -838,15 +894,15 @@ def overview() -> dict[str, Any]:
         ),
         stat(
             "Queue sampling",
-            "Did the latest sample of the broker's queues succeed (per source: redis or "
-            "rabbitmq)? DOWN: queue panels show the last good values (see the sample age "
-            "next to this); the exporter logs the error once per outage.",
-            "min by (source) (celery_exporter_source_up)",
+            "Did the latest sample of the broker's queues succeed (per source, redis or "
+            "rabbitmq, and per broker)? DOWN: queue panels show the last good values (see "
+            "the sample age next to this); the exporter logs the error once per outage.",
+            f"min by (broker, source) ({sel('celery_exporter_source_up')})",
             "none",
             thresholds("red", (1, "green")),
             mappings=UP_DOWN,
             no_value="No queue source",
-            legend="{{source}}",
+            legend="{{source}} {{broker}}",
             w=4,
             h=8,
         ),
@@ -857,9 +913,9 @@ def overview() -> dict[str, Any]:
             "show old values.",
             targets(
                 (
-                    "time() - max by (source) "
-                    "(celery_exporter_source_last_success_timestamp_seconds)",
-                    "{{source}} sample age",
+                    "time() - max by (broker, source) "
+                    f"({sel('celery_exporter_source_last_success_timestamp_seconds')})",
+                    "{{source}} {{broker}} sample age",
                 ),
             ),
             "s",
@@ -888,7 +944,7 @@ def overview() -> dict[str, Any]:
 
 
 def queues() -> dict[str, Any]:
-    completed = f"sum by (queue_name) (rate({finished(Q)}[5m]))"
+    completed = f"sum by ({BY_QUEUE}) (rate({finished(Q)}[5m]))"
     now = [
         table(
             "Queues now",
@@ -896,34 +952,34 @@ def queues() -> dict[str, Any]:
             "nobody drains (incidents 03, 04). 'Reserved' (Redis) counts messages handed to "
             "workers but not acknowledged (prefetched, ETA, acks_late); 'Broker consumers' "
             "is RabbitMQ's own count. Rates and p95 are over 5 minutes.",
-            {"queue_name": "Queue"},
+            {"queue_name": "Queue", "broker": "Broker"},
             [
-                ("Ready", "short", f"sum by (queue_name) (celery_queue_messages{{{Q}}})"),
+                ("Ready", "short", f"sum by ({BY_QUEUE}) (celery_queue_messages{{{Q}}})"),
                 (
                     "Reserved",
                     "short",
-                    f"sum by (queue_name) (celery_queue_reserved_messages{{{Q}}})",
+                    f"sum by ({BY_QUEUE}) (celery_queue_reserved_messages{{{Q}}})",
                 ),
                 (
                     "Oldest message",
                     "s",
-                    f"max by (queue_name) (celery_queue_oldest_message_age_seconds{{{Q}}})",
+                    f"max by ({BY_QUEUE}) (celery_queue_oldest_message_age_seconds{{{Q}}})",
                 ),
                 (
                     "Live worker consumers",
                     "short",
-                    f"sum by (queue_name) (celery_queue_worker_consumers{{{Q}}})",
+                    f"sum by ({BY_QUEUE}) (celery_queue_worker_consumers{{{Q}}})",
                 ),
                 (
                     "Broker consumers",
                     "short",
-                    f"sum by (queue_name) (celery_queue_broker_consumers{{{Q}}})",
+                    f"sum by ({BY_QUEUE}) (celery_queue_broker_consumers{{{Q}}})",
                 ),
                 ("Completed /s", "ops", completed),
                 (
                     "Queue wait p95",
                     "s",
-                    quantile(0.95, "queue_wait", Q, "queue_name").replace(R, "5m"),
+                    quantile(0.95, "queue_wait", Q, BY_QUEUE).replace(R, "5m"),
                 ),
             ],
             overrides=[
@@ -948,7 +1004,7 @@ def queues() -> dict[str, Any]:
             "Messages waiting in each queue (Redis: priority sub-queues included; RabbitMQ: "
             "ready only). Sustained above 100 with no drain is incident 04's 'queue depth > "
             "100 for 5 min'.",
-            targets((f"sum by (queue_name) (celery_queue_messages{{{Q}}})", "{{queue_name}}")),
+            targets((f"sum by ({BY_QUEUE}) (celery_queue_messages{{{Q}}})", L_QUEUE)),
             "short",
             decimals=0,
             threshold_line=(100, "orange"),
@@ -960,8 +1016,8 @@ def queues() -> dict[str, Any]:
             "steady stream of urgent tasks.",
             targets(
                 (
-                    f"sum by (queue_name, priority) (celery_queue_messages_by_priority{{{Q}}})",
-                    "{{queue_name}} priority {{priority}}",
+                    f"sum by ({BY_QUEUE}, priority) (celery_queue_messages_by_priority{{{Q}}})",
+                    f"{L_QUEUE} priority {{{{priority}}}}",
                 )
             ),
             "short",
@@ -975,10 +1031,10 @@ def queues() -> dict[str, Any]:
             "above 10,000 unacked; the total stays.",
             targets(
                 (
-                    f"sum by (queue_name) (celery_queue_reserved_messages{{{Q}}})",
-                    "{{queue_name}}",
+                    f"sum by ({BY_QUEUE}) (celery_queue_reserved_messages{{{Q}}})",
+                    L_QUEUE,
                 ),
-                ("sum(celery_broker_reserved_messages)", "all queues"),
+                (f"sum({sel('celery_broker_reserved_messages')})", "all queues"),
             ),
             "short",
             decimals=0,
@@ -990,8 +1046,8 @@ def queues() -> dict[str, Any]:
             "second per second: the head of the queue does not move.",
             targets(
                 (
-                    f"max by (queue_name) (celery_queue_oldest_message_age_seconds{{{Q}}})",
-                    "{{queue_name}}",
+                    f"max by ({BY_QUEUE}) (celery_queue_oldest_message_age_seconds{{{Q}}})",
+                    L_QUEUE,
                 )
             ),
             "s",
@@ -1005,12 +1061,12 @@ def queues() -> dict[str, Any]:
             "messages: nothing will drain it.",
             targets(
                 (
-                    f"sum by (queue_name) (celery_queue_worker_consumers{{{Q}}})",
-                    "{{queue_name}} live workers",
+                    f"sum by ({BY_QUEUE}) (celery_queue_worker_consumers{{{Q}}})",
+                    f"{L_QUEUE} live workers",
                 ),
                 (
-                    f"sum by (queue_name) (celery_queue_broker_consumers{{{Q}}})",
-                    "{{queue_name}} broker consumers",
+                    f"sum by ({BY_QUEUE}) (celery_queue_broker_consumers{{{Q}}})",
+                    f"{L_QUEUE} broker consumers",
                 ),
             ),
             "none",
@@ -1024,7 +1080,7 @@ def queues() -> dict[str, Any]:
             "'(unknown)': producers send no task-sent events and the worker consumes "
             "several queues.",
             targets(
-                (f"sum by (queue_name) (rate({finished(Q)}[{R}]))", "{{queue_name}}"),
+                (f"sum by ({BY_QUEUE}) (rate({finished(Q)}[{R}]))", L_QUEUE),
             ),
             "ops",
         ),
@@ -1035,12 +1091,12 @@ def queues() -> dict[str, Any]:
             "above completed for long: the backlog grows.",
             targets(
                 (
-                    f"sum by (queue_name) (rate(celery_task_sent_total{{{Q}}}[{R}]))",
-                    "{{queue_name}} published",
+                    f"sum by ({BY_QUEUE}) (rate(celery_task_sent_total{{{Q}}}[{R}]))",
+                    f"{L_QUEUE} published",
                 ),
                 (
-                    f"sum by (queue_name) (rate(celery_task_received_total{{{Q}}}[{R}]))",
-                    "{{queue_name}} received",
+                    f"sum by ({BY_QUEUE}) (rate(celery_task_received_total{{{Q}}}[{R}]))",
+                    f"{L_QUEUE} received",
                 ),
             ),
             "ops",
@@ -1053,8 +1109,8 @@ def queues() -> dict[str, Any]:
             "(see 'Completed per queue').",
             targets(
                 (
-                    f"sum by (queue_name) (celery_queue_messages{{{Q}}})\n/ ({completed} > 0)",
-                    "{{queue_name}}",
+                    f"sum by ({BY_QUEUE}) (celery_queue_messages{{{Q}}})\n/ ({completed} > 0)",
+                    L_QUEUE,
                 )
             ),
             "s",
@@ -1066,14 +1122,14 @@ def queues() -> dict[str, Any]:
             "Median time from when a task became due (sent, or its ETA) to when it started. "
             "Without task-sent events it starts at task-received and misses time in the "
             "broker.",
-            targets((quantile(0.5, "queue_wait", Q, "queue_name"), "{{queue_name}}")),
+            targets((quantile(0.5, "queue_wait", Q, BY_QUEUE), L_QUEUE)),
             "s",
         ),
         timeseries(
             "Queue wait p95",
             "95th percentile of the wait before a task starts. High p95 with a low p50: "
             "bursts that the pool absorbs slowly, or long tasks blocking prefetched ones.",
-            targets((quantile(0.95, "queue_wait", Q, "queue_name"), "{{queue_name}}")),
+            targets((quantile(0.95, "queue_wait", Q, BY_QUEUE), L_QUEUE)),
             "s",
         ),
     ]
@@ -1158,35 +1214,35 @@ def workers() -> dict[str, Any]:
         "One row per worker. Up: DOWN means no heartbeat for 5 intervals (killed, OOM, network) "
         "or a warm shutdown. Heartbeat age should stay near the interval (2 s). Task events "
         "OFF: started without -E. Empty cells: not known yet (stats are asked every 30 s).",
-        {"hostname": "Worker"},
+        {"hostname": "Worker", "broker": "Broker"},
         [
-            ("Up", "none", f"max by (hostname) (celery_worker_up{{{W}}})"),
+            ("Up", "none", f"max by ({BY_WORKER}) (celery_worker_up{{{W}}})"),
             ("Heartbeat age", "s", HEARTBEAT_AGE),
             (
                 "Heartbeat interval",
                 "s",
-                f"max by (hostname) (celery_worker_heartbeat_interval_seconds{{{W}}})",
+                f"max by ({BY_WORKER}) (celery_worker_heartbeat_interval_seconds{{{W}}})",
             ),
-            ("Active tasks", "short", f"max by (hostname) (celery_worker_active_tasks{{{W}}})"),
-            ("Busy", "short", f"max by (hostname) (celery_worker_busy_processes{{{W}}})"),
-            ("Pool", "short", f"max by (hostname) (celery_worker_pool_processes{{{W}}})"),
+            ("Active tasks", "short", f"max by ({BY_WORKER}) (celery_worker_active_tasks{{{W}}})"),
+            ("Busy", "short", f"max by ({BY_WORKER}) (celery_worker_busy_processes{{{W}}})"),
+            ("Pool", "short", f"max by ({BY_WORKER}) (celery_worker_pool_processes{{{W}}})"),
             ("Saturation", "percentunit", SATURATION),
-            ("Prefetch", "short", f"max by (hostname) (celery_worker_prefetch_count{{{W}}})"),
-            ("Peak RSS", "bytes", f"max by (hostname) (celery_worker_max_rss_bytes{{{W}}})"),
+            ("Prefetch", "short", f"max by ({BY_WORKER}) (celery_worker_prefetch_count{{{W}}})"),
+            ("Peak RSS", "bytes", f"max by ({BY_WORKER}) (celery_worker_max_rss_bytes{{{W}}})"),
             (
                 "Restarts (1h)",
                 "short",
-                f"sum by (hostname) (increase(celery_worker_online_total{{{W}}}[1h]))",
+                f"sum by ({BY_WORKER}) (increase(celery_worker_online_total{{{W}}}[1h]))",
             ),
             (
                 "Processed /s (5m)",
                 "ops",
-                f"sum by (hostname) (rate(celery_worker_processed_tasks_total{{{W}}}[5m]))",
+                f"sum by ({BY_WORKER}) (rate(celery_worker_processed_tasks_total{{{W}}}[5m]))",
             ),
             (
                 "Task events",
                 "none",
-                f"max by (hostname) (celery_worker_task_events_enabled{{{W}}})",
+                f"max by ({BY_WORKER}) (celery_worker_task_events_enabled{{{W}}})",
             ),
         ],
         overrides=[
@@ -1223,7 +1279,7 @@ def workers() -> dict[str, Any]:
             "Busy pool processes over pool size, per worker. A few workers at 100% while "
             "others idle: uneven routing or prefetching (try -O fair / a lower prefetch).",
             SATURATION,
-            "{{hostname}}",
+            L_WORKER,
             "percentunit",
             thresholds("green", (0.8, "orange"), (0.95, "red")),
             max_=1,
@@ -1233,12 +1289,12 @@ def workers() -> dict[str, Any]:
             "Queues consumed",
             "Which worker consumes which queue (active_queues replies). A queue with messages "
             "that appears in no row for a live worker is never drained (incident 03).",
-            {"hostname": "Worker", "queue_name": "Queue"},
+            {"hostname": "Worker", "queue_name": "Queue", "broker": "Broker"},
             [
                 (
                     "Consumes",
                     "none",
-                    f"max by (hostname, queue_name) (celery_worker_queue_info{{{W}}})",
+                    f"max by ({BY_WORKER}, queue_name) (celery_worker_queue_info{{{W}}})",
                 )
             ],
             w=12,
@@ -1252,7 +1308,7 @@ def workers() -> dict[str, Any]:
             "1 while the worker heartbeats. Drops to 0 at warm shutdown, or 5 heartbeat "
             "intervals after the last heartbeat (killed without goodbye). A comb of 0/1: a "
             "flapping worker.",
-            targets((f"max by (hostname) (celery_worker_up{{{W}}})", "{{hostname}}")),
+            targets((f"max by ({BY_WORKER}) (celery_worker_up{{{W}}})", L_WORKER)),
             "none",
             max_=1,
             steps=True,
@@ -1263,7 +1319,7 @@ def workers() -> dict[str, Any]:
             "On the exporter's clock. Normal: below a few heartbeat intervals (2 s by "
             "default). A worker busy in a solo pool or blocking the event loop pauses its "
             "heartbeats; past 5 intervals it is declared down.",
-            targets((HEARTBEAT_AGE, "{{hostname}}")),
+            targets((HEARTBEAT_AGE, L_WORKER)),
             "s",
         ),
         timeseries(
@@ -1272,8 +1328,8 @@ def workers() -> dict[str, Any]:
             "a broker outage. Regular bars: a restart loop (incident 02).",
             targets(
                 (
-                    f"sum by (hostname) (increase(celery_worker_online_total{{{W}}}[{R}])) > 0",
-                    "{{hostname}}",
+                    f"sum by ({BY_WORKER}) (increase(celery_worker_online_total{{{W}}}[{R}])) > 0",
+                    L_WORKER,
                 )
             ),
             "none",
@@ -1286,8 +1342,8 @@ def workers() -> dict[str, Any]:
             "killed (SIGKILL, OOM) or lost its network.",
             targets(
                 (
-                    f"sum by (hostname) (increase(celery_worker_offline_total{{{W}}}[{R}])) > 0",
-                    "{{hostname}}",
+                    f"sum by ({BY_WORKER}) (increase(celery_worker_offline_total{{{W}}}[{R}])) > 0",
+                    L_WORKER,
                 )
             ),
             "none",
@@ -1302,12 +1358,12 @@ def workers() -> dict[str, Any]:
             "glued to the pool size: the worker is saturated.",
             targets(
                 (
-                    f"max by (hostname) (celery_worker_busy_processes{{{W}}})",
-                    "{{hostname}} busy",
+                    f"max by ({BY_WORKER}) (celery_worker_busy_processes{{{W}}})",
+                    f"{L_WORKER} busy",
                 ),
                 (
-                    f"max by (hostname) (celery_worker_pool_processes{{{W}}})",
-                    "{{hostname}} pool",
+                    f"max by ({BY_WORKER}) (celery_worker_pool_processes{{{W}}})",
+                    f"{L_WORKER} pool",
                 ),
             ),
             "none",
@@ -1320,12 +1376,12 @@ def workers() -> dict[str, Any]:
             "above the pool size: tasks reserved but waiting for a process.",
             targets(
                 (
-                    f"max by (hostname) (celery_worker_active_tasks{{{W}}})",
-                    "{{hostname}} active",
+                    f"max by ({BY_WORKER}) (celery_worker_active_tasks{{{W}}})",
+                    f"{L_WORKER} active",
                 ),
                 (
-                    f"max by (hostname) (celery_worker_prefetch_count{{{W}}})",
-                    "{{hostname}} prefetch",
+                    f"max by ({BY_WORKER}) (celery_worker_prefetch_count{{{W}}})",
+                    f"{L_WORKER} prefetch",
                 ),
             ),
             "none",
@@ -1336,7 +1392,7 @@ def workers() -> dict[str, Any]:
             "Peak resident memory of each worker's main process; it never goes down while "
             "the process lives, so a sawtooth means restarts. Steady growth: a leak "
             "(consider --max-tasks-per-child / --max-memory-per-child, incident 05).",
-            targets((f"max by (hostname) (celery_worker_max_rss_bytes{{{W}}})", "{{hostname}}")),
+            targets((f"max by ({BY_WORKER}) (celery_worker_max_rss_bytes{{{W}}})", L_WORKER)),
             "bytes",
         ),
         timeseries(
@@ -1346,12 +1402,12 @@ def workers() -> dict[str, Any]:
             "worker runs without -E.",
             targets(
                 (
-                    f"sum by (hostname) (rate(celery_worker_processed_tasks_total{{{W}}}[{R}]))",
-                    "{{hostname}} processed",
+                    f"sum by ({BY_WORKER}) (rate(celery_worker_processed_tasks_total{{{W}}}[{R}]))",
+                    f"{L_WORKER} processed",
                 ),
                 (
-                    f"sum by (hostname) (rate({finished(W)}[{R}]))",
-                    "{{hostname}} finished (events)",
+                    f"sum by ({BY_WORKER}) (rate({finished(W)}[{R}]))",
+                    f"{L_WORKER} finished (events)",
                 ),
             ),
             "ops",
@@ -1408,8 +1464,8 @@ def tasks() -> dict[str, Any]:
             "Successful completions per second per task name.",
             targets(
                 (
-                    f"sum by (name) (rate(celery_task_succeeded_total{{{TQW}}}[{R}]))",
-                    "{{name}}",
+                    f"sum by ({BY_TASK}) (rate(celery_task_succeeded_total{{{TQW}}}[{R}]))",
+                    L_TASK,
                 )
             ),
             "ops",
@@ -1420,8 +1476,8 @@ def tasks() -> dict[str, Any]:
             "in 'Succeeded by task'.",
             targets(
                 (
-                    f"sum by (name) (rate(celery_task_failed_total{{{TQW}}}[{R}]))",
-                    "{{name}}",
+                    f"sum by ({BY_TASK}) (rate(celery_task_failed_total{{{TQW}}}[{R}]))",
+                    L_TASK,
                 )
             ),
             "ops",
@@ -1430,7 +1486,7 @@ def tasks() -> dict[str, Any]:
             "Failure ratio by task",
             "Failed / (succeeded + failed) per task name. 100%: the task always fails, "
             "whatever the volume.",
-            targets((failure_ratio("name", TQW), "{{name}}")),
+            targets((failure_ratio(BY_TASK, TQW), L_TASK)),
             "percentunit",
             max_=1,
         ),
@@ -1440,8 +1496,8 @@ def tasks() -> dict[str, Any]:
             "right after a deploy points at the deploy; Reject also counts as rejected.",
             targets(
                 (
-                    f"sum by (name, exception) (rate(celery_task_failed_total{{{TQW}}}[{R}]))",
-                    "{{name}}: {{exception}}",
+                    f"sum by ({BY_TASK}, exception) (rate(celery_task_failed_total{{{TQW}}}[{R}]))",
+                    "{{name}}: {{exception}} {{broker}}",
                 )
             ),
             "ops",
@@ -1449,12 +1505,12 @@ def tasks() -> dict[str, Any]:
         table(
             "Failures in the time range",
             "Failures over the whole selected time range, by task and exception, largest first.",
-            {"name": "Task", "exception": "Exception"},
+            {"name": "Task", "exception": "Exception", "broker": "Broker"},
             [
                 (
                     "Failures",
                     "short",
-                    f"sum by (name, exception) "
+                    f"sum by ({BY_TASK}, exception) "
                     f"(increase(celery_task_failed_total{{{TQW}}}[$__range])) > 0",
                 )
             ],
@@ -1469,8 +1525,8 @@ def tasks() -> dict[str, Any]:
             "dependency is flaky and retries still absorb it.",
             targets(
                 (
-                    f"sum by (name) (rate(celery_task_retried_total{{{TQW}}}[{R}]))",
-                    "{{name}}",
+                    f"sum by ({BY_TASK}) (rate(celery_task_retried_total{{{TQW}}}[{R}]))",
+                    L_TASK,
                 )
             ),
             "ops",
@@ -1482,12 +1538,12 @@ def tasks() -> dict[str, Any]:
             "show name '(unknown)' without task-sent events.",
             targets(
                 (
-                    f"sum by (name) (rate(celery_task_rejected_total{{{TQW}}}[{R}]))",
-                    "{{name}} rejected",
+                    f"sum by ({BY_TASK}) (rate(celery_task_rejected_total{{{TQW}}}[{R}]))",
+                    f"{L_TASK} rejected",
                 ),
                 (
-                    f"sum by (name) (rate(celery_task_revoked_total{{{TQW}}}[{R}]))",
-                    "{{name}} revoked",
+                    f"sum by ({BY_TASK}) (rate(celery_task_revoked_total{{{TQW}}}[{R}]))",
+                    f"{L_TASK} revoked",
                 ),
             ),
             "ops",
@@ -1512,7 +1568,9 @@ def tasks() -> dict[str, Any]:
             "Runtime p95 by task",
             "95th percentile execution time per task name and state. Compare with each "
             "task's soft/hard time limit.",
-            targets((quantile(0.95, "runtime", TQ, "name, state"), "{{name}} ({{state}})")),
+            targets(
+                (quantile(0.95, "runtime", TQ, f"{BY_TASK}, state"), f"{L_TASK} ({{{{state}}}})")
+            ),
             "s",
         ),
         timeseries(
@@ -1520,10 +1578,10 @@ def tasks() -> dict[str, Any]:
             "Mean execution time per task name (sum / count of the runtime histogram).",
             targets(
                 (
-                    f"sum by (name) (rate(celery_task_runtime_seconds_sum{{{TQ}}}[{R}]))\n"
-                    f"/ (sum by (name) (rate(celery_task_runtime_seconds_count{{{TQ}}}[{R}]))"
+                    f"sum by ({BY_TASK}) (rate(celery_task_runtime_seconds_sum{{{TQ}}}[{R}]))\n"
+                    f"/ (sum by ({BY_TASK}) (rate(celery_task_runtime_seconds_count{{{TQ}}}[{R}]))"
                     f" > 0)",
-                    "{{name}}",
+                    L_TASK,
                 )
             ),
             "s",
@@ -1532,7 +1590,7 @@ def tasks() -> dict[str, Any]:
             "Queue wait p95 by task",
             "95th percentile of how long tasks waited between being due and starting. High "
             "for one task only: its queue lacks consumers; for all: workers are saturated.",
-            targets((quantile(0.95, "queue_wait", TQ, "name"), "{{name}}")),
+            targets((quantile(0.95, "queue_wait", TQ, BY_TASK), L_TASK)),
             "s",
         ),
     ]
@@ -1541,7 +1599,7 @@ def tasks() -> dict[str, Any]:
             "Running tasks",
             "Tasks started and not finished, on live workers, per task name (recounted "
             "every 5 s). A plateau at the pool size with throughput at 0: tasks hang.",
-            targets((f"sum by (name) (celery_task_running{{{T}}})", "{{name}}")),
+            targets((f"sum by ({BY_TASK}) (celery_task_running{{{T}}})", L_TASK)),
             "none",
             decimals=0,
             no_value="None running",
@@ -1553,18 +1611,18 @@ def tasks() -> dict[str, Any]:
             "timeout).",
             targets(
                 (
-                    f"time() - min by (name) "
+                    f"time() - min by ({BY_TASK}) "
                     f"(celery_task_oldest_running_start_timestamp_seconds{{{T}}})",
-                    "{{name}}",
+                    L_TASK,
                 )
             ),
             "s",
             no_value="None running",
         ),
     ]
-    since_last = f"time() - max by (name) (celery_task_last_arrival_timestamp_seconds{{{T}}})"
-    learned = f"max by (name) (celery_task_arrival_interval_seconds{{{T}}})"
-    schedule = f"min by (name) (celery_beat_schedule_interval_seconds{{{T}}})"
+    since_last = f"time() - max by ({BY_TASK}) (celery_task_last_arrival_timestamp_seconds{{{T}}})"
+    learned = f"max by ({BY_TASK}) (celery_task_arrival_interval_seconds{{{T}}})"
+    schedule = f"min by ({BY_TASK}) (celery_beat_schedule_interval_seconds{{{T}}})"
     periodic = [
         table(
             "Arrivals and periodic tasks",
@@ -1574,14 +1632,14 @@ def tasks() -> dict[str, Any]:
             "learned/schedule (0.5: it runs twice as often, two beats), and distinct "
             "senders (2 for a periodic task: two beats). Tasks sent on demand are listed "
             "too; their interval is just their recent rhythm.",
-            {"name": "Task"},
+            {"name": "Task", "broker": "Broker"},
             [
                 ("Since last arrival", "s", since_last),
                 ("Learned interval", "s", learned),
                 ("Overdue (x interval)", "none", f"({since_last})\n/ ({learned} > 0)"),
                 ("Beat schedule", "s", schedule),
                 ("Learned / schedule", "none", f"{learned}\n/ ({schedule} > 0)"),
-                ("Senders", "none", f"max by (name) (celery_task_senders{{{T}}})"),
+                ("Senders", "none", f"max by ({BY_TASK}) (celery_task_senders{{{T}}})"),
             ],
             overrides=[
                 override(
@@ -1611,7 +1669,7 @@ def tasks() -> dict[str, Any]:
             "1 right after an arrival, rising until the next. A periodic task whose line "
             "crosses 3 has missed its runs: beat stopped (or crashes in a loop, incident "
             "02).",
-            targets((f"({since_last})\n/ ({learned} > 0)", "{{name}}")),
+            targets((f"({since_last})\n/ ({learned} > 0)", L_TASK)),
             "none",
             threshold_line=(3, "red"),
         ),
@@ -1621,8 +1679,8 @@ def tasks() -> dict[str, Any]:
             "(dashed, with the exporter's --app). Learned at half the schedule: two beats "
             "run; well above it: beat misses runs.",
             targets(
-                (learned, "{{name}} learned"),
-                (schedule, "{{name}} schedule"),
+                (learned, f"{L_TASK} learned"),
+                (schedule, f"{L_TASK} schedule"),
             ),
             "s",
             overrides=[override("/ schedule$/", dash=DASHED)],
@@ -1632,7 +1690,7 @@ def tasks() -> dict[str, Any]:
             "Distinct producer processes among the last 16 arrivals (task-sent only). For a "
             "periodic task, 2 or more: more than one beat is running, each run happens twice "
             "(incident 05).",
-            targets((f"max by (name) (celery_task_senders{{{T}}})", "{{name}}")),
+            targets((f"max by ({BY_TASK}) (celery_task_senders{{{T}}})", L_TASK)),
             "none",
             decimals=0,
             threshold_line=(2, "orange"),

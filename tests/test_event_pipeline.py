@@ -157,7 +157,7 @@ def test_without_task_sent_the_queue_is_unknown_not_celery(clock: Clock) -> None
 
 def test_single_queue_worker_supplies_the_queue(clock: Clock) -> None:
     exp = make_exporter(clock)
-    exp.worker_queues.set("w2@h", ("ml_processing",))
+    exp.primary.worker_queues.set("w2@h", ("ml_processing",))
     feed(exp, *task_lifecycle("u1", "ml.detect", "w2@h", clock.now, sent_queue=None))
     s = samples(exp)
     assert (

@@ -5,6 +5,8 @@
 - every PromQL expression parses, checked by a real Prometheus (one for the module);
 - every metric named is documented in docs/metrics.md or recorded in alerts/*.yml, and every
   label used exists on that metric: a typo fails here instead of drawing an empty panel;
+- every celery_* selector is filtered on the ``$broker`` variable, and per-queue, per-worker
+  and per-task series keep the broker apart (an exporter may watch several brokers);
 - the JSON files are exactly what grafana/generate.py writes.
 """
 
@@ -20,6 +22,8 @@ import pytest
 
 from tests.support.prometheus import PrometheusServer
 from tests.support.promql import (
+    BROKER_LABEL,
+    NOT_PER_BROKER,
     REPO_ROOT,
     TARGET_LABELS,
     Metric,
@@ -28,6 +32,7 @@ from tests.support.promql import (
     problems,
     recording_rules,
     references,
+    selectors,
 )
 from tests.support.servers import ServerBinaryMissing
 
@@ -43,18 +48,27 @@ DASHBOARD_FILES = sorted(EXPECTED_UIDS)
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge"}
 UNITS = {"s", "bytes", "ops", "reqps", "percentunit", "percent", "short", "none"}
-# The query variables of each dashboard: those its panels can filter on.
+# The query variables of each dashboard: those its panels can filter on; broker everywhere.
 EXPECTED_VARIABLES = {
-    "celery-overview.json": {"queue", "worker", "task"},
-    "celery-queues.json": {"queue"},
-    "celery-workers.json": {"worker"},
-    "celery-tasks.json": {"queue", "worker", "task"},
+    "celery-overview.json": {"broker", "queue", "worker", "task"},
+    "celery-queues.json": {"broker", "queue"},
+    "celery-workers.json": {"broker", "worker"},
+    "celery-tasks.json": {"broker", "queue", "worker", "task"},
 }
+# broker from a metric every broker exports; the others chained to it (only the values of
+# the chosen brokers).
 VARIABLE_QUERIES = {
-    "queue": "label_values(celery_queue_messages, queue_name)",
-    "worker": "label_values(celery_worker_up, hostname)",
-    "task": "label_values(celery_task_received_total, name)",
+    "broker": "label_values(celery_exporter_broker_up, broker)",
+    "queue": 'label_values(celery_queue_messages{broker=~"$broker"}, queue_name)',
+    "worker": 'label_values(celery_worker_up{broker=~"$broker"}, hostname)',
+    "task": 'label_values(celery_task_received_total{broker=~"$broker"}, name)',
 }
+# The matcher every celery_* selector carries. "All" is ".*", which also matches series
+# without a broker label (a single unnamed broker), so one matcher serves both cases.
+BROKER_MATCHER = (BROKER_LABEL, "=~", "$broker")
+# Labels that name a queue, a worker or a task: grouping by one of them keeps the broker too,
+# so that two brokers' queues (workers, tasks) of the same name are not summed into one.
+PER_BROKER_KEYS = {"queue_name", "hostname", "name"}
 # Grafana's built-in variables, replaced by a value of the right kind.
 BUILTINS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 # $name, ${name}, ${name:format}, [[name]] (not $1: a regex back-reference in a string)
@@ -196,6 +210,9 @@ def test_template_variables(filename: str) -> None:
         # "All" as one regex, not an alternation of every value (a huge query on big fleets).
         assert variable["allValue"] == ".*", name
         assert variable["refresh"] in (1, 2), name
+    # The broker variable comes first (right after the data source): the others depend on it.
+    names = [v["name"] for v in load(filename)["templating"]["list"]]
+    assert names[:2] == ["datasource", "broker"], names
 
 
 @pytest.mark.parametrize("filename", DASHBOARD_FILES)
@@ -264,6 +281,81 @@ def test_variables_are_defined_used_and_matched_as_regexes(filename: str) -> Non
         assert not bad, f"{where}: use =~ with a variable: {bad}"
     for name in EXPECTED_VARIABLES[filename]:
         assert name in used, f"variable ${name} is defined but no panel uses it"
+
+
+def broker_problems(expr: str) -> list[str]:
+    """What keeps ``expr`` from following one broker (empty when nothing does): a celery_*
+    selector without ``broker=~"$broker"``, a grouping by queue, worker or task name
+    without ``broker``."""
+    found: list[str] = []
+    for selector in selectors(expr):
+        selected = (selector.selected or "").removeprefix("=~")
+        if not selected.startswith("celery_") or selected.startswith(NOT_PER_BROKER):
+            continue
+        if BROKER_MATCHER not in selector.matchers:
+            found.append(f'{selector.selected} has no broker=~"$broker" matcher')
+    for match in re.finditer(r"\b(by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+        labels = {x.strip() for x in match.group(2).split(",")}
+        if labels & PER_BROKER_KEYS and BROKER_LABEL not in labels:
+            found.append(f"{match.group(0)} keeps no broker")
+    return found
+
+
+def test_broker_problems_are_found() -> None:
+    """The check below can fail: a selector or a grouping that forgets the broker."""
+    assert (
+        broker_problems('sum by (broker, queue_name) (celery_queue_messages{broker=~"$broker"})')
+        == []
+    )
+    assert broker_problems("time() - process_start_time_seconds") == []
+    assert broker_problems("celery_exporter_build_info") == []
+    assert broker_problems('sum(0 * celery_exporter_broker_up{broker=~"$broker"})') == []
+    assert broker_problems('celery_worker_up{hostname=~"$worker"}') == [
+        'celery_worker_up has no broker=~"$broker" matcher'
+    ]
+    assert broker_problems("min(celery_exporter_broker_up)") == [
+        'celery_exporter_broker_up has no broker=~"$broker" matcher'
+    ]
+    # A fixed broker is not the variable; a regex on __name__ is checked like a name.
+    assert broker_problems('celery_worker_up{broker="a"}') != []
+    assert broker_problems('rate({__name__=~"celery_task_(succeeded|failed)_total"}[5m])') != []
+    # One selector of two without it is enough to fail.
+    (found,) = broker_problems(
+        'celery_worker_up{broker=~"$broker"} and celery_worker_up{hostname=~"$worker"}'
+    )
+    assert "celery_worker_up" in found
+    (found,) = broker_problems('sum by (queue_name) (celery_queue_messages{broker=~"$broker"})')
+    assert "keeps no broker" in found
+
+
+@pytest.mark.parametrize("filename", DASHBOARD_FILES)
+def test_every_celery_selector_follows_the_broker_variable(filename: str) -> None:
+    dashboard = load(filename)
+    failures: list[str] = []
+    checked = 0
+    for where, _target, expr in panel_targets(dashboard):
+        failures += [f"{where}: {p}" for p in broker_problems(expr)]
+        checked += sum(1 for s in selectors(expr) if "celery_" in (s.selected or ""))
+    for variable in query_variables(dashboard):
+        match = _LABEL_VALUES.match(variable_query(variable))
+        assert match and match.group(1)
+        if variable["name"] == "broker":
+            continue  # its own values
+        failures += [f"${variable['name']}: {p}" for p in broker_problems(match.group(1))]
+        checked += 1
+    assert checked > 20
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("filename", DASHBOARD_FILES)
+def test_tables_of_queues_workers_and_tasks_have_a_broker_column(filename: str) -> None:
+    for panel in data_panels(load(filename)):
+        if panel["type"] != "table":
+            continue
+        for transformation in panel.get("transformations", []):
+            renamed = transformation.get("options", {}).get("renameByName", {})
+            if PER_BROKER_KEYS & set(renamed):
+                assert renamed.get(BROKER_LABEL) == "Broker", panel["title"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,11 +540,21 @@ def test_problems_catch_typos(metrics: dict[str, Metric]) -> None:
 
 
 def test_documented_metrics_are_read_from_the_docs(metrics: dict[str, Metric]) -> None:
-    assert metrics["celery_worker_up"].labels == {"hostname"}
+    assert metrics["celery_worker_up"].labels == {"broker", "hostname"}
     assert metrics["celery_task_failed_total"].labels >= {"name", "queue_name", "exception"}
-    assert metrics["celery_task_queue_wait_seconds_bucket"].labels == {"le", "name", "queue_name"}
-    assert metrics["celery_workers_online"].labels == frozenset()
+    assert metrics["celery_task_queue_wait_seconds_bucket"].labels == {
+        "broker",
+        "le",
+        "name",
+        "queue_name",
+    }
+    assert metrics["celery_workers_online"].labels == {"broker"}
+    assert "broker" not in metrics["celery_exporter_build_info"].labels
     assert len(metrics) > 40
+    # The broker label is documented once, above the tables, with the same exceptions.
+    docs = " ".join((REPO_ROOT / "docs" / "metrics.md").read_text().split())
+    assert 'every series below also carries `broker="NAME"`, except' in docs
+    assert "except `celery_exporter_build_info` and the `process_*`" in docs
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from exporter.daemon import Exporter
 from exporter.settings import Settings
-from tests.support.metrics import registry_samples, value
+from tests.support.metrics import registry_samples, total, value
 
 EVENT_TYPES = [
     "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
@@ -101,3 +101,24 @@ def test_arbitrary_messages_never_break_the_stream(garbage: list[bytes]) -> None
     for (_name, labels), _ in samples.items():
         for label_value in dict(labels).values():
             assert len(label_value) <= 200
+    # Nothing vanishes: every event slot of every message is counted, as an event of its
+    # type or as skipped with a reason (3 events per valid task). A task event without a
+    # usable uuid is both: received as its type, then skipped as bad_uuid.
+    skipped = "celery_exporter_events_skipped_total"
+    counted = (
+        total(samples, "celery_exporter_events_total")
+        + total(samples, skipped)
+        - total(samples, skipped, reason="bad_uuid")
+    )
+    assert counted == sum(event_slots(body) for body in garbage) + 3 * len(garbage)
+    assert total(samples, skipped, reason="handler_error") == 0
+
+
+def event_slots(body: bytes) -> int:
+    """How many things a message carries: each item of a JSON list, else one (an event, or
+    one unusable message)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return 1
+    return len(payload) if isinstance(payload, list) else 1

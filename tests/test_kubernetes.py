@@ -321,7 +321,12 @@ def test_sidecar_example_is_valid_and_shares_the_broker_secret() -> None:
     assert exporter["env"][0]["name"] == "CELERY_EXPORTER_BROKER_URL"
     assert exporter["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert exporter["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert exporter["securityContext"]["readOnlyRootFilesystem"] is True
+    sc = exporter["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 10001
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +359,12 @@ def test_compose_services_and_mounted_paths(compose: dict[str, Any]) -> None:
     assert services["exporter"]["ports"] == ["9808:9808"]
     assert services["exporter"]["environment"]["CELERY_EXPORTER_BROKER_URL"].startswith("redis://")
     assert services["worker"]["volumes"] == ["../demo:/app:ro"]
+    # The exporter runs as in Kubernetes: non-root, read-only, no capabilities.
+    exporter = services["exporter"]
+    assert exporter["user"] == "10001:10001"
+    assert exporter["read_only"] is True
+    assert exporter["cap_drop"] == ["ALL"]
+    assert exporter["security_opt"] == ["no-new-privileges:true"]
     # Prometheus scrapes the exporter and loads the rule file that is mounted.
     prometheus = yaml.safe_load((EXAMPLES / "prometheus.yml").read_text(encoding="utf-8"))
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]

@@ -43,6 +43,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--log-format", "xml"], "--log-format"),
         (["--app", "no_such_module_anywhere:app"], "--app"),
         (["--sample-interval", "0"], "--sample-interval"),
+        (["--task-include", " , "], "--task-include"),
+        (["--broker-url", "redis://a/0", "--broker-url", "redis://b/0"], "--broker-url"),
+        (["--broker-url", "x=redis://a/0", "--broker-url", "x=redis://b/0"], "--broker-url"),
+        (["--broker-url", "bad name=redis://a/0"], "--broker-url"),
+        (
+            ["--broker-url", "a=redis://:hunter2@a/0", "--broker-transport-option", "b:x=1"],
+            "--broker-transport-option",
+        ),
+        (["--max-task-names", "-5"], "--max-task-names"),
+        (["--broker-transport-option", "priority_steps=notalist"], "--broker-transport-option"),
+        (["--broker-transport-option", "sep=5"], "--broker-transport-option"),
+        (["--broker-transport-option", "visibility_timeout=-1"], "--broker-transport-option"),
+        (["--broker-transport-option", 'sentinel_kwargs="hunter2"'], "--broker-transport-option"),
+        (["--broker-transport-option", "fanout_patterns=hunter2"], "--broker-transport-option"),
+        (["diagnose", "--broker-transport-option", "sep=5"], "--broker-transport-option"),
+        (["--task-name-forget-after", "600"], "--task-name-forget-after"),
+        (["--task-name-forget-after", "soon"], "--task-name-forget-after"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:
@@ -137,3 +154,44 @@ def test_parsers() -> None:
     assert parse_broker_url("sentinel://h1:26379;sentinel://h2:26379").startswith("sentinel")
     with pytest.raises(ValueError, match="unsupported scheme"):
         parse_broker_url("sqs://")
+
+
+def test_several_named_brokers_with_scoped_options() -> None:
+    settings = _settings(
+        [
+            "--broker-url", "red=redis://r:6379/0",
+            "--broker-url", "jobs=amqp://u:p@rabbit:5672/jobs",
+            "--broker-transport-option", "visibility_timeout=60",
+            "--broker-transport-option", "red:global_keyprefix=prod:",
+            "--broker-transport-option", "jobs:visibility_timeout=10",
+            "--queues", "red:reports,celery,jobs:emails,a:b",
+        ]
+    )  # fmt: skip
+    assert settings.brokers == (
+        ("red", "redis://r:6379/0"),
+        ("jobs", "amqp://u:p@rabbit:5672/jobs"),
+    )
+    (red_name, red), (jobs_name, jobs) = settings.per_broker()
+    assert (red_name, red.broker_url) == ("red", "redis://r:6379/0")
+    assert red.transport_options == {"visibility_timeout": 60, "global_keyprefix": "prod:"}
+    assert red.queues == ("reports", "celery", "a:b")  # a:b is a queue name: no broker "a"
+    assert (jobs_name, jobs.broker_url) == ("jobs", "amqp://u:p@rabbit:5672/jobs")
+    assert jobs.transport_options == {"visibility_timeout": 10}
+    assert jobs.queues == ("celery", "emails", "a:b")
+    # One unnamed URL: no broker label; one named URL: labelled.
+    assert _settings(["--broker-url", "redis://r/0"]).per_broker()[0][0] is None
+    assert _settings(["--broker-url", "only=redis://r/0"]).per_broker()[0][0] == "only"
+
+
+def test_transport_options_are_type_checked_and_unknown_keys_reported() -> None:
+    from exporter.transport_options import check_transport_options
+
+    assert check_transport_options(
+        {"priority_steps": [0, 3, 6, 9], "sep": "\x06\x16", "visibility_timeout": 3600,
+         "sentinel_kwargs": {"password": "x"}, "red:global_keyprefix": "p:",
+         "global_key_prefix": "typo", "fanout_prefix": True}
+    ) == ["global_key_prefix"]  # fmt: skip
+    with pytest.raises(ValueError, match="priority_steps"):
+        check_transport_options({"priority_steps": [3, 0]})
+    with pytest.raises(ValueError, match="red:max_connections"):
+        check_transport_options({"red:max_connections": 1.5})

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 
-from exporter.daemon import Exporter
 from exporter.diagnose.errors import explain_connection_error
 from exporter.diagnose.findings import Observation, QueueView, WorkerView
 from exporter.settings import Settings
+from exporter.watch import BrokerWatch
 
 EVENTS_GRACE_SECONDS = 3.0
 
 
-def check_broker(exporter: Exporter, timeout: float) -> tuple[bool, str | None, str | None]:
+def check_broker(exporter: BrokerWatch, timeout: float) -> tuple[bool, str | None, str | None]:
     conn = exporter.app.connection_for_read(connect_timeout=timeout)
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
@@ -27,7 +27,7 @@ def check_broker(exporter: Exporter, timeout: float) -> tuple[bool, str | None, 
 
 
 def observe(settings: Settings, window: float, timeout: float) -> Observation:
-    exporter = Exporter(settings)
+    exporter = BrokerWatch(settings)
     ok, error, kind = check_broker(exporter, timeout)
     if not ok:
         return Observation(broker_ok=False, broker_error=error, broker_error_kind=kind)
@@ -44,15 +44,15 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
         exporter.queue_sampler.sample_once()
         return _observation(exporter, window)
     finally:
-        exporter.shutdown()
+        exporter.stop()
 
 
-def _all_answered(exporter: Exporter) -> bool:
+def _all_answered(exporter: BrokerWatch) -> bool:
     known = exporter.worker_queues.all()
     return all(w.hostname in known for w in exporter.workers.snapshot() if w.up)
 
 
-def _observation(exporter: Exporter, window: float) -> Observation:
+def _observation(exporter: BrokerWatch, window: float) -> Observation:
     queues_of = exporter.worker_queues.all()
     stats = dict(exporter.control.stats)
     workers: list[WorkerView] = []

@@ -81,6 +81,7 @@ class EventDispatcher:
             health.last_event_at = now
             health.tracked_tasks = len(self.tasks.tracker)
             health.held_tasks = len(self.reorder)
+            health.task_names = len(self.tasks.names)
 
     def _skip(self, reason: str, message: str, *args: object) -> None:
         self.health.skipped.inc((reason,))
@@ -188,7 +189,19 @@ class EventDispatcher:
     def forget_worker(self, hostname: str) -> None:
         """Remove a forgotten worker's task series (pod churn must not grow them forever)."""
         with self.lock:
-            self.tasks.metrics.forget_hostname(hostname)
+            self.tasks.metrics.forget("hostname", hostname)
+
+    def forget_idle_names(self, now: float, forget_after: float, keep: set[str]) -> list[str]:
+        """Remove the series of task names without events for ``forget_after`` seconds
+        (arrivals of periodic-looking names and of ``keep`` stay: alerts watch them)."""
+        with self.lock:
+            names = self.tasks.names
+            gone = names.idle(now, forget_after)
+            for name in gone:
+                self.tasks.metrics.forget("name", name)
+                self.tasks.arrivals.forget_unless_periodic(name, keep)
+            self.health.task_names = len(names)
+        return gone
 
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""
@@ -199,6 +212,7 @@ class EventDispatcher:
             tracker.expire(now)
             self.health.tracked_tasks = len(tracker)
             self.health.held_tasks = len(self.reorder)
+            self.health.task_names = len(self.tasks.names)
             # The tracker keeps the tallies (no counter call on the hot path); mirror them.
             self.health.evictions.values[("size",)] = float(tracker.evicted_by_size)
             self.health.evictions.values[("age",)] = float(tracker.evicted_by_age)

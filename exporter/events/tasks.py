@@ -20,6 +20,7 @@ from typing import Any
 from exporter.labels import UNKNOWN, cached_label
 from exporter.metrics.tasks import TaskMetrics
 from exporter.state.arrivals import ArrivalTracker
+from exporter.state.task_names import TaskNames
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
 Event = dict[str, Any]
@@ -69,9 +70,14 @@ class TaskEventHandler:
         metrics: TaskMetrics,
         tracker: TaskTracker,
         queue_of_worker: Callable[[str], str | None],
+        names: TaskNames | None = None,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker
+        # Name label policy: include/exclude patterns, the cap, idle times.
+        self.names = names if names is not None else TaskNames()
+        # Without the worker label (--no-task-worker-label) counters are keyed (name, queue).
+        self.worker_label = metrics.worker_label
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
         # Queues named by task-sent events since the sampler last asked (queue discovery).
@@ -93,11 +99,18 @@ class TaskEventHandler:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _labels(self, task: TrackedTask | None, hostname: str) -> tuple[str, str, str]:
+    def _labels(self, task: TrackedTask | None, hostname: str, now: float) -> tuple[str, str, str]:
+        """(name, hostname, queue) of a worker-side event; marks the name as active."""
         if task is None:
             return UNKNOWN, hostname, self.queue_of_worker(hostname) or UNKNOWN
         queue = task.queue or self.queue_of_worker(hostname) or UNKNOWN
-        return task.name or UNKNOWN, hostname, queue
+        name = task.name or UNKNOWN
+        self.names.touch(name, now)
+        return name, hostname, queue
+
+    def _key(self, labels: tuple[str, str, str]) -> tuple[str, ...]:
+        """The worker-side counters' label values."""
+        return labels if self.worker_label else (labels[0], labels[2])
 
     # -- handlers --------------------------------------------------------------------
 
@@ -105,7 +118,8 @@ class TaskEventHandler:
         # Producers publish task-sent after the task message, so a fast worker's events can
         # arrive first; a task-sent for a finished task is late, not a new delivery.
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
-        task.name = cached_label(event.get("name"))
+        task.name = name = self.names.label(event.get("name"))
+        self.names.touch(name, now)
         task.queue = cached_label(event.get("queue"))
         sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
@@ -122,7 +136,7 @@ class TaskEventHandler:
         task = self.tracker.touch(uuid, now)
         name = event.get("name")
         if name is not None or task.name is None:
-            task.name = cached_label(name)
+            task.name = self.names.label(name)
         task.received_at = event_time(event, now)
         if task.sent_at is None and not event.get("retries"):
             self.arrivals.arrive(task.name, task.received_at, None)
@@ -130,15 +144,15 @@ class TaskEventHandler:
         if eta is not None and (eta := parse_eta(eta)) is not None:
             task.due_at = eta
         task.started_at = None
-        self.metrics.received.inc(self._labels(task, hostname))
+        self.metrics.received.inc(self._key(self._labels(task, hostname, now)))
 
     def on_started(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.touch(uuid, now)
         started_at = event_time(event, now)
         task.started_at = started_at
         task.started_by = hostname
-        labels = self._labels(task, hostname)
-        self.metrics.started.inc(labels)
+        labels = self._labels(task, hostname, now)
+        self.metrics.started.inc(self._key(labels))
         became_ready = task.sent_at if task.sent_at is not None else task.received_at
         if became_ready is not None:
             if task.due_at is not None and task.due_at > became_ready:
@@ -149,8 +163,8 @@ class TaskEventHandler:
 
     def on_succeeded(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.finish(uuid)
-        labels = self._labels(task, hostname)
-        self.metrics.succeeded.inc(labels)
+        labels = self._labels(task, hostname, now)
+        self.metrics.succeeded.inc(self._key(labels))
         runtime = event.get("runtime")
         if (
             isinstance(runtime, (int, float))
@@ -161,8 +175,8 @@ class TaskEventHandler:
 
     def on_failed(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.finish(uuid)
-        labels = self._labels(task, hostname)
-        self.metrics.failed.inc((*labels, exception_class(event.get("exception"))))
+        labels = self._labels(task, hostname, now)
+        self.metrics.failed.inc((*self._key(labels), exception_class(event.get("exception"))))
         if task is not None and task.started_at is not None:
             runtime = max(0.0, event_time(event, now) - task.started_at)
             self.metrics.runtime.observe((labels[0], labels[2], "failed"), runtime)
@@ -171,13 +185,13 @@ class TaskEventHandler:
         # Not terminal: the retry is sent and received again under the same uuid (and its
         # task-sent often arrives before this event).
         task = self.tracker.get(uuid, now)
-        self.metrics.retried.inc(self._labels(task, hostname))
+        self.metrics.retried.inc(self._key(self._labels(task, hostname, now)))
 
     def on_rejected(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         requeued = event.get("requeue") is True
         task = self.tracker.get(uuid, now) if requeued else self.tracker.finish(uuid)
-        self.metrics.rejected.inc(self._labels(task, hostname))
+        self.metrics.rejected.inc(self._key(self._labels(task, hostname, now)))
 
     def on_revoked(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.finish(uuid)
-        self.metrics.revoked.inc(self._labels(task, hostname))
+        self.metrics.revoked.inc(self._key(self._labels(task, hostname, now)))

@@ -1,17 +1,13 @@
-"""The exporter's own health: broker connection, event intake, tracker bounds, build."""
+"""The exporter's own health, per broker: connection, event intake, tracker bounds."""
 
 from __future__ import annotations
 
-import platform
 import threading
 import time
 from collections.abc import Iterator
 
-import celery
-import kombu
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter import __version__
 from exporter.metrics.counting import LabelledCounter
 
 
@@ -25,6 +21,7 @@ class ExporterHealth:
         self.event_backlog_bytes: int | None = None
         self.tracked_tasks = 0
         self.held_tasks = 0
+        self.task_names = 0
         self.reconnects = LabelledCounter(
             "celery_exporter_broker_reconnects_total",
             "Times the event connection was lost or abandoned and opened again, by reason.",
@@ -55,6 +52,14 @@ class ExporterHealth:
             "celery_exporter_enable_events_broadcasts_total",
             "enable_events control commands broadcast to the workers.",
             (),
+        )
+        self.dropped_label_values = LabelledCounter(
+            "celery_exporter_dropped_label_values_total",
+            "Label values whose series were not exported or were removed, by label and "
+            "reason: excluded (--task-include/--task-exclude) and over_limit "
+            '(--max-task-names) fold into name="(other)"; idle: removed after the '
+            "configured idle time.",
+            ("label", "reason"),
         )
         # Counters exist (at 0) from the start, so rate() and increase() see the first one.
         self.connect_failures.inc((), 0.0)
@@ -113,6 +118,12 @@ class ExporterHealth:
         )
         held.add_metric([], float(self.held_tasks))
         yield held
+        names = GaugeMetricFamily(
+            "celery_exporter_task_names",
+            "Distinct task names with series of their own (compare with --max-task-names).",
+        )
+        names.add_metric([], float(self.task_names))
+        yield names
         for counter in (
             self.reconnects,
             self.connect_failures,
@@ -120,16 +131,6 @@ class ExporterHealth:
             self.skipped,
             self.evictions,
             self.enable_events_sent,
+            self.dropped_label_values,
         ):
             yield counter.family()
-        info = InfoMetricFamily("celery_exporter_build", "Exporter and library versions.")
-        info.add_metric(
-            [],
-            {
-                "version": __version__,
-                "celery_version": celery.__version__,
-                "kombu_version": kombu.__version__,
-                "python_version": platform.python_version(),
-            },
-        )
-        yield info

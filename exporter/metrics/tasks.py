@@ -3,7 +3,8 @@
 Label sets:
 - ``celery_task_sent_total``: name, queue_name. Producers send ``task-sent`` as
   ``gen<pid>@host``, one name per process; a hostname label there would grow without bound.
-- worker-side counters: name, hostname (the worker's node name), queue_name.
+- worker-side counters: name, hostname (the worker's node name), queue_name; without
+  hostname when built with ``worker_label=False`` (``--no-task-worker-label``).
 - ``celery_task_failed_total`` adds ``exception`` (the exception class name).
 - histograms: name, queue_name (no hostname: buckets x workers would explode the series).
 """
@@ -19,13 +20,18 @@ from exporter.beat_schedule import ScheduleEntry
 from exporter.metrics.counting import LabelledCounter, LabelledHistogram
 from exporter.state.arrivals import ArrivalStats
 
-WORKER_LABELS = ("name", "hostname", "queue_name")
+NO_WORKER_LABELS = ("name", "queue_name")
 
 
 class TaskMetrics:
     def __init__(
-        self, runtime_buckets: Sequence[float], queue_wait_buckets: Sequence[float]
+        self,
+        runtime_buckets: Sequence[float],
+        queue_wait_buckets: Sequence[float],
+        worker_label: bool = True,
     ) -> None:
+        self.worker_label = worker_label
+        worker_labels = ("name", "hostname", "queue_name") if worker_label else NO_WORKER_LABELS
         self.sent = LabelledCounter(
             "celery_task_sent_total",
             "Tasks published by producers (task-sent events; needs task_send_sent_event).",
@@ -34,31 +40,31 @@ class TaskMetrics:
         self.received = LabelledCounter(
             "celery_task_received_total",
             "Task deliveries received by workers (task-received); a retry is received again.",
-            WORKER_LABELS,
+            worker_labels,
         )
         self.started = LabelledCounter(
-            "celery_task_started_total", "Tasks started by workers (task-started).", WORKER_LABELS
+            "celery_task_started_total", "Tasks started by workers (task-started).", worker_labels
         )
         self.succeeded = LabelledCounter(
             "celery_task_succeeded_total",
             "Tasks that succeeded (task-succeeded).",
-            WORKER_LABELS,
+            worker_labels,
         )
         self.failed = LabelledCounter(
             "celery_task_failed_total",
             "Tasks that failed (task-failed), by exception class.",
-            (*WORKER_LABELS, "exception"),
+            (*worker_labels, "exception"),
         )
         self.retried = LabelledCounter(
-            "celery_task_retried_total", "Task retries (task-retried).", WORKER_LABELS
+            "celery_task_retried_total", "Task retries (task-retried).", worker_labels
         )
         self.rejected = LabelledCounter(
             "celery_task_rejected_total",
             "Tasks rejected by workers (task-rejected).",
-            WORKER_LABELS,
+            worker_labels,
         )
         self.revoked = LabelledCounter(
-            "celery_task_revoked_total", "Tasks revoked (task-revoked).", WORKER_LABELS
+            "celery_task_revoked_total", "Tasks revoked (task-revoked).", worker_labels
         )
         self.runtime = LabelledHistogram(
             "celery_task_runtime_seconds",
@@ -97,12 +103,17 @@ class TaskMetrics:
             histograms = [(h, h.snapshot()) for h in self.all if isinstance(h, LabelledHistogram)]
         return [c.family(v) for c, v in counters] + [h.family(v) for h, v in histograms]
 
-    def forget_hostname(self, hostname: str) -> None:
-        for counter in self.all:
-            if isinstance(counter, LabelledCounter) and "hostname" in counter.labelnames:
-                position = counter.labelnames.index("hostname")
-                for labels in [k for k in counter.values if k[position] == hostname]:
-                    del counter.values[labels]
+    def forget(self, label: str, value: str) -> int:
+        """Remove every series whose ``label`` is ``value``; returns how many."""
+        removed = 0
+        for metric in self.all:
+            if label in metric.labelnames:
+                position = metric.labelnames.index(label)
+                values: dict[tuple[str, ...], object] = metric.values  # type: ignore[assignment]
+                for labels in [k for k in values if k[position] == value]:
+                    del values[labels]
+                    removed += 1
+        return removed
 
     @staticmethod
     def running_families(running: dict[str, tuple[int, float]]) -> Iterator[Metric]:

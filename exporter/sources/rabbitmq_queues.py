@@ -61,6 +61,8 @@ class RabbitMQQueueSource:
     def sample(self, queues: list[str]) -> BrokerSample:
         sample = BrokerSample()
         try:
+            # Connect even with no queue to sample: a sample says whether the broker answers.
+            self._channel_for_sampling()
             for queue in queues:
                 channel = self._channel_for_sampling()
                 assert self._conn is not None

@@ -14,6 +14,9 @@ from statistics import median
 
 HISTORY = 16
 MAX_NAMES = 10_000
+# A name arriving at least daily may be periodic: CeleryPeriodicTaskMissed watches it (for
+# intervals up to a day), so its series are never removed for being idle.
+PERIODIC_MAX_INTERVAL = 86400.0
 
 
 @dataclass
@@ -48,6 +51,17 @@ class ArrivalTracker:
                 entry.intervals.append(0.0)
         if sender is not None:
             entry.senders.append(sender)
+
+    def forget_unless_periodic(self, name: str, keep: set[str]) -> bool:
+        """Drop an idle name's arrivals unless an alert may need them: names in ``keep``
+        (the beat schedule) and names that arrived on a rhythm of a day or less."""
+        entry = self._names.get(name)
+        if entry is None or name in keep:
+            return False
+        if entry.intervals and median(entry.intervals) <= PERIODIC_MAX_INTERVAL:
+            return False
+        del self._names[name]
+        return True
 
     def stats(self) -> dict[str, ArrivalStats]:
         return {

@@ -15,6 +15,7 @@ class QueueRegistry:
         self.named = frozenset(named)
         self.forget_after = forget_after
         self._last_relevant: dict[str, float] = {}
+        self.forgotten = 0  # queues dropped for being idle, ever
         self._lock = threading.Lock()
 
     def note(self, queues: set[str] | list[str] | tuple[str, ...], now: float) -> None:
@@ -28,4 +29,5 @@ class QueueRegistry:
             for queue, seen in list(self._last_relevant.items()):
                 if queue not in self.named and now - seen > self.forget_after:
                     del self._last_relevant[queue]
+                    self.forgotten += 1
             return sorted(self.named | self._last_relevant.keys())

@@ -74,7 +74,7 @@ def test_image_config(buildah: Buildah, image: str) -> None:
     assert "9808/tcp" in config["ExposedPorts"]
     healthcheck = config["Healthcheck"]["Test"]
     assert healthcheck[0] == "CMD", healthcheck  # not CMD-SHELL
-    assert "/healthz" in healthcheck[-1] and "urllib" in healthcheck[-1]
+    assert "/healthz" in healthcheck[-1] and "http.client" in healthcheck[-1]
     labels = config["Labels"]
     for key in OCI_LABELS:
         assert labels.get(f"org.opencontainers.image.{key}"), (key, labels)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -27,8 +29,15 @@ class ExporterProcess:
         args: Sequence[str] = (),
         broker_url_in_env: bool = False,
         env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
+        """``tls``/``auth``: how ``get`` (and so ``start``'s wait) reaches an exporter run with
+        ``--web-config-file``: HTTPS with this client context, basic auth with (user, password).
+        """
         self.broker_url = broker_url
+        self.tls = tls
+        self.auth = auth
         self.port = free_port()
         self.log_path = logdir / f"exporter-{self.port}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
@@ -49,7 +58,7 @@ class ExporterProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> ExporterProcess:
         self.process.start()
@@ -71,8 +80,12 @@ class ExporterProcess:
         return self.process.log_tail(20_000)
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path)
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -111,6 +111,44 @@ def references(expr: str) -> Reference:
     return ref
 
 
+@dataclass(frozen=True)
+class Selector:
+    """One vector selector of an expression, as written."""
+
+    #: a metric name, ``"=~<regex>"`` for a regex on ``__name__``, or None.
+    selected: str | None
+    #: (label, operator, value) of its matchers, ``__name__`` excepted.
+    matchers: tuple[tuple[str, str, str], ...] = ()
+
+
+def selectors(expr: str) -> list[Selector]:
+    """Every vector selector of ``expr``, in order: ``name{...}``, ``{...}``, and bare names."""
+    masked, strings = _mask_strings(expr)
+    found: list[tuple[int, Selector]] = []
+    for match in _SELECTOR.finditer(masked):
+        selected = match.group(1)
+        matchers: list[tuple[str, str, str]] = []
+        for label, op, placeholder in _MATCHER.findall(match.group(2)):
+            value = strings[int(placeholder[1:-1])]
+            if label != "__name__":
+                matchers.append((label, op, value))
+            elif op in ("=", "=~"):
+                selected = value if op == "=" else "=~" + value
+        found.append((match.start(), Selector(selected, tuple(matchers))))
+    # Bare names: what references() finds once the selectors with braces are blanked out
+    # (same length, so positions stay comparable).
+    bare = _SELECTOR.sub(lambda m: " " * len(m.group(0)), masked)
+    bare = _BRACKETS.sub(lambda m: " " * len(m.group(0)), bare)
+    bare = _GROUPING.sub(lambda m: m.group(1) + " " * (len(m.group(0)) - len(m.group(1))), bare)
+    bare = re.sub(r'"\d+"', lambda m: " " * len(m.group(0)), bare)
+    for match in _WORD.finditer(bare):
+        word = match.group(1)
+        if word.lower() in KEYWORDS or bare[match.end() :].lstrip().startswith("("):
+            continue
+        found.append((match.start(), Selector(word)))
+    return [selector for _, selector in sorted(found, key=lambda x: x[0])]
+
+
 def metric_names(expr: str) -> set[str]:
     return references(expr).metrics
 
@@ -126,6 +164,11 @@ class Metric:
     labels: frozenset[str]
 
 
+#: The label every series carries when the exporter watches several brokers (docs/metrics.md
+#: says so once, above its tables, rather than in every row), except the series below.
+BROKER_LABEL = "broker"
+NOT_PER_BROKER = ("celery_exporter_build_info", "celery_exporter_web_config_", "process_")
+
 _DOC_ROW = re.compile(r"^\|\s*`([a-zA-Z_:][\w:]*\*?)`\s*\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|", re.M)
 
 
@@ -134,12 +177,15 @@ def documented_metrics(path: Path = REPO_ROOT / "docs" / "metrics.md") -> dict[s
 
     A histogram gives ``_bucket`` (with ``le``), ``_sum`` and ``_count``; counters are listed
     with their ``_total`` name already. A name ending in ``*`` (``process_*``) is a prefix.
+    Every metric but ``NOT_PER_BROKER`` also has the ``broker`` label.
     """
     metrics: dict[str, Metric] = {}
     for name, kind, labels_cell in _DOC_ROW.findall(path.read_text()):
         if name == "metric":
             continue
         labels = frozenset(re.findall(r"`([a-zA-Z_]\w*)`", labels_cell))
+        if not name.startswith(NOT_PER_BROKER):
+            labels |= {BROKER_LABEL}
         kind = kind.strip()
         if kind == "histogram":
             metrics[f"{name}_bucket"] = Metric(f"{name}_bucket", kind, labels | {"le"})

@@ -48,3 +48,28 @@ def make_certificates(directory: Path) -> TlsFiles:
         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt),
     )  # fmt: skip
     return TlsFiles(cacert=ca_crt, cert=crt, key=key)
+
+
+def make_client_certificate(
+    ca: TlsFiles, directory: Path, name: str, san: str | None = None
+) -> tuple[Path, Path]:
+    """A client certificate (``/CN=<name>``, clientAuth) signed by the CA of ``ca``.
+
+    ``ca`` comes from ``make_certificates`` (its CA key sits next to its CA certificate);
+    ``san`` is an openssl subjectAltName value (``DNS:a.example,IP:10.0.0.1``), if any.
+    Returns (certificate, key), unencrypted PEM, valid for 2 days.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ca.cacert.with_name("ca.key")
+    key, csr, crt = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
+    ext = directory / f"{name}.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\n" + (f"subjectAltName={san}\n" if san else ""))
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca.cacert), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt),
+    )  # fmt: skip
+    return crt, key

@@ -1,0 +1,194 @@
+"""Everything the exporter does for one broker (or virtual host): its own connection, event
+stream, worker registry, task metrics and queue sampling.
+
+A process runs one ``BrokerWatch`` per configured broker (``exporter/daemon.py``); they
+share nothing but the HTTP server, so one broker's outage never touches another's series.
+
+Threads per watch: the event consumer (applies events), the control thread (inspect,
+enable_events) and the queue sampler. The daemon's clock calls ``tick`` once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+
+from prometheus_client.core import Metric
+
+from exporter.beat_schedule import load_app, read_schedule
+from exporter.broker import make_app
+from exporter.control import ControlThread, WorkerQueues
+from exporter.events.consumer import EventConsumer
+from exporter.events.dispatch import EventDispatcher
+from exporter.events.tasks import TaskEventHandler
+from exporter.events.workers import WorkerEventHandler
+from exporter.logs import LogOnce
+from exporter.metrics.health import ExporterHealth
+from exporter.metrics.queues import QueueCollector
+from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
+from exporter.metrics.workers import WorkerCollector
+from exporter.settings import Settings
+from exporter.sources.runner import QueueSampler
+from exporter.sources.select import make_queue_source
+from exporter.state.queue_registry import QueueRegistry
+from exporter.state.task_names import TaskNames
+from exporter.state.task_tracker import TaskTracker
+from exporter.state.worker_registry import WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+# Running tasks per name take an O(tracked tasks) scan: every 5 ticks.
+RUNNING_REFRESH_TICKS = 5
+# Idle task names are looked for once a minute (an O(series) scan).
+IDLE_NAMES_TICKS = 60
+
+# A metric source, and the lock (if any) to hold while it collects.
+Source = tuple[Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
+
+
+class BrokerWatch:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        # The `broker` label value (None: a single unnamed broker, no label).
+        self.name = name
+        self.app = make_app(settings)
+        self.health = ExporterHealth()
+        self.workers = WorkerRegistry(
+            settings.worker_timeout_heartbeats, settings.worker_purge_seconds
+        )
+        self.worker_queues = WorkerQueues()
+        self.control = ControlThread(
+            self.app,
+            self.worker_queues,
+            self.health,
+            settings.inspect_timeout_seconds,
+            settings.enable_events_interval_seconds,
+            inspect_interval=settings.inspect_interval_seconds,
+            is_alive=self.workers.is_up,
+        )
+        self.task_metrics = TaskMetrics(
+            settings.runtime_buckets, settings.queue_wait_buckets, settings.task_worker_label
+        )
+        task_names = TaskNames(
+            settings.task_include,
+            settings.task_exclude,
+            settings.max_task_names,
+            self.health.dropped_label_values,
+        )
+        tracker = TaskTracker(
+            settings.task_tracker_max_tasks, settings.task_tracker_max_age_seconds
+        )
+        self.worker_events = WorkerEventHandler(self.workers, self.control.ask_queues)
+        self.dispatcher = EventDispatcher(
+            TaskEventHandler(self.task_metrics, tracker, self.worker_queues.only_queue, task_names),
+            self.worker_events,
+            self.workers,
+            self.health,
+            clock,
+            reorder_window=settings.reorder_window_seconds,
+        )
+        self.consumer = EventConsumer(
+            self.app, settings, self.dispatcher.on_message, self.health, clock
+        )
+        self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
+        self.queue_sampler = QueueSampler(
+            make_queue_source(self.app, settings),
+            self.queue_registry,
+            self.worker_queues,
+            self.dispatcher.take_queues_seen,
+            self.dispatcher.sent_at,
+            settings.sample_interval_seconds,
+            clock,
+        )
+        self.schedule = read_schedule(load_app(settings.app)) if settings.app else []
+        self._hint = LogOnce(log)
+        self._ticks = 0
+
+    @property
+    def display_name(self) -> str:
+        return f"broker {self.name}: " if self.name else ""
+
+    def sources(self) -> list[Source]:
+        """Where this broker's metrics come from, for the registry."""
+        lock = self.dispatcher.lock
+        arrivals = self.dispatcher.tasks.arrivals
+        queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
+        workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
+        return [
+            (lambda: self.task_metrics.collect(lock), None),
+            (lambda: TaskMetrics.running_families(self.dispatcher.running), None),
+            (lambda: arrival_families(arrivals.stats()), lock),
+            (lambda: schedule_families(self.schedule), None),
+            (workers.collect, None),
+            (self.health.collect, lock),
+            (queues.collect, None),
+        ]
+
+    def ready(self) -> tuple[bool, str]:
+        if self.consumer.consuming.is_set():
+            return True, "consuming events"
+        return False, "not connected to the broker"
+
+    def start_collection(self, sample: bool = True) -> None:
+        """Consume events and ask workers (and sample queues on a clock unless told not to)."""
+        self.consumer.start()
+        self.control.start()
+        if sample:
+            self.queue_sampler.start()
+
+    def tick(self) -> None:
+        """One turn of the clock: liveness, purge, tracker ageing, idle names."""
+        now = self.clock()
+        prefix = self.display_name
+        down, purged, events_off = self.workers.sweep(now)
+        for hostname in down:
+            log.warning("%sworker %s is down: heartbeats overdue", prefix, hostname)
+        for hostname in purged:
+            self.worker_events.forget(hostname)
+            self.control.forget(hostname)
+            self.dispatcher.forget_worker(hostname)
+            self.health.dropped_label_values.inc(("hostname", "idle"))
+            log.info("%sforgot worker %s (down longer than the purge time)", prefix, hostname)
+        for hostname in events_off:
+            self._hint(
+                ("events-off", hostname),
+                logging.WARNING,
+                "%sworker %s processes tasks but sends no task events: start it with -E, set "
+                "worker_send_task_events = True, or run the exporter with "
+                "--enable-events-interval",
+                prefix,
+                hostname,
+            )
+        self.dispatcher.housekeeping(now)
+        self.health.dropped_label_values.values[("queue_name", "idle")] = float(
+            self.queue_registry.forgotten
+        )
+        self._ticks += 1
+        if self._ticks % RUNNING_REFRESH_TICKS == 0:
+            live = {w.hostname for w in self.workers.snapshot() if w.up}
+            self.dispatcher.refresh_running(live, self.workers.idle_since)
+        forget_after = self.settings.task_name_forget_after_seconds
+        if forget_after and self._ticks % IDLE_NAMES_TICKS == 0:
+            keep = {entry.task for entry in self.schedule}
+            gone = self.dispatcher.forget_idle_names(now, forget_after, keep)
+            if gone:
+                log.info(
+                    "%sremoved the series of %d task name(s) with no event for %gs, e.g. %s",
+                    prefix,
+                    len(gone),
+                    forget_after,
+                    gone[0],
+                )
+
+    def stop(self) -> None:
+        self.consumer.stop(timeout=1.0)
+        self.control.stop(timeout=0.5)
+        self.queue_sampler.stop(timeout=0.3)

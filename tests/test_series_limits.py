@@ -1,0 +1,287 @@
+"""Series limits: task-name patterns and cap fold into ``(other)`` without losing a count,
+the worker label can be dropped, idle names lose their series (never those an alert needs),
+and nothing exports ``_created`` series.
+
+These drive the real daemon object in-process (decode, dispatch, metrics, exposition) with
+a clock the test controls, since idle times are hours long.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.daemon import IDLE_NAMES_TICKS, Exporter
+from exporter.settings import MIN_TASK_NAME_FORGET_SECONDS, Settings
+from exporter.state.task_names import OTHER, TaskNames
+from tests.support.exporter import ExporterProcess
+from tests.support.metrics import Samples, label_values, registry_samples, total, value
+from tests.support.waiting import wait_for
+from tests.support.workers import CeleryWorker, Producer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_exporter(clock: Clock, **overrides: Any) -> Exporter:
+    return Exporter(
+        Settings(broker_url="redis://127.0.0.1:1/0", reorder_window_seconds=0, **overrides),
+        clock=clock,
+    )
+
+
+def run_task(
+    exporter: Exporter,
+    uuid: str,
+    name: str,
+    at: float,
+    hostname: str = "w1@host",
+    fail: bool = False,
+    sent: bool = True,
+) -> None:
+    """A task's events as a worker (and, with ``sent``, its producer) send them."""
+    events: list[dict[str, Any]] = []
+    if sent:
+        events.append(
+            {"type": "task-sent", "uuid": uuid, "name": name, "queue": "celery",
+             "hostname": "gen1@producer", "timestamp": at}
+        )  # fmt: skip
+    events += [
+        {"type": "task-received", "uuid": uuid, "name": name, "hostname": hostname,
+         "timestamp": at},
+        {"type": "task-started", "uuid": uuid, "hostname": hostname, "timestamp": at + 0.1},
+    ]  # fmt: skip
+    if fail:
+        events.append(
+            {"type": "task-failed", "uuid": uuid, "hostname": hostname,
+             "exception": "ValueError('x')", "timestamp": at + 0.2}
+        )  # fmt: skip
+    else:
+        events.append(
+            {"type": "task-succeeded", "uuid": uuid, "hostname": hostname, "runtime": 0.1,
+             "timestamp": at + 0.2}
+        )  # fmt: skip
+    exporter.dispatcher.on_message(json.dumps(events).encode(), "application/json")
+
+
+def test_patterns_and_cap_fold_names_into_other_and_keep_every_count() -> None:
+    clock = Clock()
+    exporter = make_exporter(
+        clock,
+        task_include=("app.*", "billing.charge"),
+        task_exclude=("app.internal.*",),
+        max_task_names=3,
+    )
+    # name -> tasks run; admitted in order of first appearance until the cap of 3.
+    runs = {
+        "app.a": 2,
+        "other.lib.task": 3,  # not included
+        "app.internal.cleanup": 4,  # excluded
+        "billing.charge": 1,
+        "app.b": 5,
+        "app.c": 6,  # over the cap (app.a, billing.charge, app.b came first)
+        "app.d": 7,  # over the cap
+    }
+    n = 0
+    for name, count in runs.items():
+        for _ in range(count):
+            n += 1
+            run_task(exporter, f"t{n}", name, clock.now)
+    samples = registry_samples(exporter.registry)
+
+    assert label_values(samples, "celery_task_succeeded_total", "name") == {
+        "app.a", "billing.charge", "app.b", OTHER
+    }  # fmt: skip
+    assert value(samples, "celery_task_succeeded_total", name="app.b", hostname="w1@host",
+                 queue_name="celery") == 5  # fmt: skip
+    assert total(samples, "celery_task_succeeded_total", name=OTHER) == 3 + 4 + 6 + 7
+    assert total(samples, "celery_task_sent_total", name=OTHER) == 3 + 4 + 6 + 7
+    # Every task is counted exactly once, folded or not.
+    assert total(samples, "celery_task_succeeded_total") == sum(runs.values())
+    assert total(samples, "celery_task_runtime_seconds_count") == sum(runs.values())
+    # Each folded name is counted once, by reason.
+    dropped = "celery_exporter_dropped_label_values_total"
+    assert value(samples, dropped, label="name", reason="excluded") == 2
+    assert value(samples, dropped, label="name", reason="over_limit") == 2
+    assert value(samples, dropped, label="name", reason="idle") == 0
+    assert value(samples, "celery_exporter_task_names") == 3
+    # Arrival series are per label too: folded names share one.
+    assert label_values(samples, "celery_task_last_arrival_timestamp_seconds", "name") == {
+        "app.a", "billing.charge", "app.b", OTHER
+    }  # fmt: skip
+
+
+def test_without_the_worker_label_task_counters_are_per_name_and_queue() -> None:
+    clock = Clock()
+    exporter = make_exporter(clock, task_worker_label=False)
+    for i, host in enumerate(["pod-a@x", "pod-b@x", "pod-c@x"]):
+        run_task(exporter, f"ok{i}", "app.work", clock.now, hostname=host)
+        run_task(exporter, f"bad{i}", "app.work", clock.now, hostname=host, fail=True)
+    samples = registry_samples(exporter.registry)
+    for metric in ("received", "started", "succeeded", "failed"):
+        for (name, labels), _ in samples.items():
+            if name == f"celery_task_{metric}_total":
+                assert "hostname" not in dict(labels)
+    assert value(samples, "celery_task_succeeded_total", name="app.work",
+                 queue_name="celery") == 3  # fmt: skip
+    assert value(samples, "celery_task_failed_total", name="app.work", queue_name="celery",
+                 exception="ValueError") == 3  # fmt: skip
+    assert total(samples, "celery_task_received_total") == 6
+
+
+def test_idle_names_lose_their_series_but_periodic_arrivals_stay() -> None:
+    clock = Clock()
+    forget = MIN_TASK_NAME_FORGET_SECONDS
+    exporter = make_exporter(clock, task_name_forget_after_seconds=forget, max_task_names=2)
+    start = clock.now
+    # A one-off task, a periodic task (every 10 minutes) that then stops, and a busy one.
+    run_task(exporter, "once", "app.once", start)
+    for i in range(4):
+        run_task(exporter, f"periodic{i}", "app.periodic", start + 600 * i)
+    run_task(exporter, "late", "app.late", start)  # over the cap of 2: (other)
+    samples = registry_samples(exporter.registry)
+    assert value(samples, "celery_task_succeeded_total", name=OTHER, hostname="w1@host",
+                 queue_name="celery") == 1  # fmt: skip
+
+    # The clock ticks once a second (idle names are looked for every IDLE_NAMES_TICKS)
+    # while app.once keeps running every 5 minutes.
+    busy_at = start
+    while clock.now < start + forget + 2 * IDLE_NAMES_TICKS:
+        busy_at += 300
+        run_task(exporter, f"busy{int(busy_at)}", "app.once", busy_at, sent=False)
+        while clock.now < busy_at:
+            clock.now += 1.0
+            exporter.tick()
+    samples = registry_samples(exporter.registry)
+    # app.once stayed busy; app.periodic went idle: its counters are gone...
+    assert label_values(samples, "celery_task_succeeded_total", "name") == {"app.once", OTHER}
+    assert value(samples, "celery_exporter_dropped_label_values_total", label="name",
+                 reason="idle") == 1  # fmt: skip
+    # ...but its arrival series stay: CeleryPeriodicTaskMissed needs them to fire.
+    assert value(samples, "celery_task_last_arrival_timestamp_seconds",
+                 name="app.periodic") == start + 1800  # fmt: skip
+    assert value(samples, "celery_task_arrival_interval_seconds", name="app.periodic") == 600
+
+    # Its place under the cap is free: the next new name gets series of its own, and a
+    # returning idle name is admitted again and counted from zero.
+    run_task(exporter, "new", "app.new", clock.now)
+    samples = registry_samples(exporter.registry)
+    assert value(samples, "celery_task_succeeded_total", name="app.new", hostname="w1@host",
+                 queue_name="celery") == 1  # fmt: skip
+    assert value(samples, "celery_exporter_task_names") == 2
+
+
+def test_a_one_off_name_loses_its_arrivals_too() -> None:
+    names = TaskNames(max_names=10)
+    exporter = make_exporter(Clock())
+    arrivals = exporter.dispatcher.tasks.arrivals
+    arrivals.arrive("app.report", 100.0, None)
+    arrivals.arrive("app.report", 200_000.0, None)  # a gap over a day: not periodic
+    arrivals.arrive("app.tick", 100.0, None)
+    arrivals.arrive("app.tick", 160.0, None)
+    arrivals.arrive("app.beat_entry", 100.0, None)
+    assert arrivals.forget_unless_periodic("app.report", keep=set())
+    assert not arrivals.forget_unless_periodic("app.tick", keep=set())
+    assert not arrivals.forget_unless_periodic("app.beat_entry", keep={"app.beat_entry"})
+    assert set(arrivals.stats()) == {"app.tick", "app.beat_entry"}
+    assert len(names) == 0
+
+
+def test_task_name_memo_never_readmits_over_the_cap() -> None:
+    names = TaskNames(max_names=2)
+    assert [names.label(n) for n in ("a", "b", "c", "a", "c", "d")] == [
+        "a", "b", OTHER, "a", OTHER, OTHER
+    ]  # fmt: skip
+    assert names.dropped.get(("name", "over_limit")) == 2
+    names.touch("a", 10.0)
+    names.touch("b", 500.0)
+    assert names.idle(now=1000.0, forget_after=600.0) == ["a"]
+    assert names.label("c") == "c"  # the freed place
+    assert names.label("a") == OTHER  # full again
+
+
+def test_no_created_series_in_either_format() -> None:
+    clock = Clock()
+    exporter = make_exporter(clock)
+    run_task(exporter, "t", "app.a", clock.now)
+    for text in (
+        generate_latest(exporter.registry).decode(),
+        generate_openmetrics(exporter.registry).decode(),
+    ):
+        assert "celery_task_succeeded_total" in text
+        assert "_created" not in text
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d|w)", text)
+    assert match, text
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_idle_removal_outlives_every_shipped_alert_window() -> None:
+    """No alert can lose a series it needs: the shortest idle time allowed exceeds the
+    longest range selector plus the longest ``for:`` among the shipped rules."""
+    longest_range = longest_for = 0.0
+    for path in sorted((REPO_ROOT / "alerts").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                for window in re.findall(r"\[(\d+(?:ms|s|m|h|d|w))(?::[^\]]*)?\]", rule["expr"]):
+                    longest_range = max(longest_range, _seconds(window))
+                if "for" in rule:
+                    longest_for = max(longest_for, _seconds(rule["for"]))
+    assert longest_range > 0 and longest_for > 0
+    assert longest_range + longest_for < MIN_TASK_NAME_FORGET_SECONDS
+
+
+def test_limits_from_the_command_line_with_a_real_worker(
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    exporter = exporter_factory(
+        redis_url, "--task-exclude", "tests.fail", "--max-task-names", "1",
+        "--no-task-worker-label",
+    )  # fmt: skip
+    worker = worker_factory(redis_url, "limits@test", queues=("celery",), pool="solo")
+    worker.wait_ready()
+    producer = producer_factory(redis_url, send_sent_event=True)
+    for i in range(3):
+        producer.send("tests.add", args=(i, i))  # admitted: the first name
+    for _ in range(2):
+        producer.send("tests.fail", args=("boom",))  # excluded
+    producer.send("tests.retry_once", args=("k",))  # over the cap of 1
+
+    def settled() -> Samples | None:
+        s = exporter.scrape()
+        done = (
+            total(s, "celery_task_succeeded_total") == 4
+            and total(s, "celery_task_failed_total") == 2
+        )
+        return s if done else None
+
+    s = wait_for(settled, 60, interval=0.25, message=lambda: exporter.log())
+    assert value(s, "celery_task_succeeded_total", name="tests.add", queue_name="celery") == 3
+    assert value(s, "celery_task_succeeded_total", name=OTHER, queue_name="celery") == 1
+    assert value(s, "celery_task_failed_total", name=OTHER, queue_name="celery",
+                 exception="ValueError") == 2  # fmt: skip
+    assert value(s, "celery_exporter_dropped_label_values_total", label="name",
+                 reason="excluded") == 1  # fmt: skip
+    assert value(s, "celery_exporter_dropped_label_values_total", label="name",
+                 reason="over_limit") == 1  # fmt: skip
+    assert all("hostname" not in dict(labels) for (n, labels) in s if n.startswith("celery_task_"))
