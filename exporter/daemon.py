@@ -27,6 +27,7 @@ from prometheus_client.samples import Sample
 from exporter import __version__
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
+from exporter.metrics.exposition import FastFamily
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
 from exporter.settings import Settings
@@ -65,6 +66,9 @@ class _Collect(Collector):
                 metrics = list(self._collect())
         if self._labels:
             for metric in metrics:
+                if isinstance(metric, FastFamily):  # writes its own text, labels included
+                    metric.add_labels(self._labels)
+                    continue
                 metric.samples = [
                     Sample(s.name, {**self._labels, **s.labels}, s.value, s.timestamp, s.exemplar)
                     for s in metric.samples

@@ -200,3 +200,27 @@ def test_numbers_as_go_writes_them(value: float) -> None:
     from prometheus_client.utils import floatToGoString
 
     assert go_float(value) == floatToGoString(value)
+
+
+def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
+    from exporter.daemon import _Collect
+
+    counter = LabelledCounter("t_total", "x", ("name", "hostname", "exception"))
+    histogram = LabelledHistogram("t_seconds", "y", ("name", "queue_name"), [0.5, 1.0])
+    counter.inc(("n", 'h"1', "ValueError"))
+    histogram.observe(("n", "q"), 0.75)
+    registry = CollectorRegistry(auto_describe=False)
+    for broker in ("orders", "billing"):
+        registry.register(
+            _Collect(lambda: [counter.family(), histogram.family()], None, {"broker": broker})
+        )
+    for accept, reference in ((TEXT, generate_latest), (PROMETHEUS_ACCEPT, openmetrics_latest)):
+        body, _ = render(registry, accept)
+        assert body == reference(registry)
+    body, _ = render(registry, TEXT)
+    assert 't_total{broker="orders",exception="ValueError",hostname="h\\"1",name="n"} 1.0\n' in (
+        body.decode()
+    )
+    assert 't_seconds_bucket{broker="billing",le="1.0",name="n",queue_name="q"} 1.0\n' in (
+        body.decode()
+    )

@@ -44,20 +44,35 @@ def escape_value(value: str) -> str:
 
 class LabelText:
     """Per label tuple, the escaped ``{a="x",b="y"}`` text (label names sorted, as
-    prometheus_client sorts them), plus the parts around ``le`` for histogram buckets."""
+    prometheus_client sorts them), plus the parts around ``le`` for histogram buckets.
+
+    Constant labels (the ``broker`` label of a named broker) are merged in, in order."""
 
     def __init__(self, labelnames: Sequence[str]) -> None:
         self.labelnames = list(labelnames)
-        order = sorted(range(len(self.labelnames)), key=lambda i: self.labelnames[i])
+        self._const: tuple[tuple[str, str], ...] = ()
+        self._layout()
+
+    def _layout(self) -> None:
+        names = self.labelnames + [name for name, _ in self._const]
+        self._names = names
+        self._const_values = tuple(value for _, value in self._const)
+        order = sorted(range(len(names)), key=names.__getitem__)
         self._order = order
-        self._before_le = [i for i in order if self.labelnames[i] < "le"]
-        self._after_le = [i for i in order if self.labelnames[i] > "le"]
+        self._before_le = [i for i in order if names[i] < "le"]
+        self._after_le = [i for i in order if names[i] > "le"]
         self._full: dict[tuple[str, ...], str] = {}
         self._bucket: dict[tuple[str, ...], tuple[str, str]] = {}
 
+    def use_constant_labels(self, const: tuple[tuple[str, str], ...]) -> None:
+        if const != self._const:
+            self._const = const
+            self._layout()
+
     def _pairs(self, labels: tuple[str, ...], indexes: list[int]) -> str:
-        names = self.labelnames
-        return ",".join(f'{names[i]}="{escape_value(labels[i])}"' for i in indexes)
+        names = self._names
+        values = labels + self._const_values if self._const_values else labels
+        return ",".join(f'{names[i]}="{escape_value(values[i])}"' for i in indexes)
 
     def full(self, labels: tuple[str, ...]) -> str:
         text = self._full.get(labels)
@@ -96,6 +111,8 @@ class FastFamily(Metric):
         super().__init__(name, documentation, typ)
         self._lines = lines
         self._built: list[Sample] | None = None
+        self.const_labels: dict[str, str] = {}
+        self.text: LabelText
 
     # prometheus_client's Metric keeps ``samples`` as a plain attribute; here it is built
     # only when read (generate_latest, parsers, tests), never on the fast path.
@@ -111,6 +128,20 @@ class FastFamily(Metric):
 
     def build(self) -> Metric:
         raise NotImplementedError
+
+    def add_labels(self, labels: dict[str, str]) -> None:
+        """Constant labels on every sample (as daemon.py's collector adds ``broker``)."""
+        self.const_labels = dict(labels)
+        self._built = None
+        self.text.use_constant_labels(tuple(sorted(labels.items())))
+
+    def _with_const(self, family: Metric) -> Metric:
+        if self.const_labels:
+            family.samples = [
+                Sample(s.name, {**self.const_labels, **s.labels}, s.value, s.timestamp, s.exemplar)
+                for s in family.samples
+            ]
+        return family
 
     def header(self, openmetrics: bool) -> str:
         name = self.name
@@ -144,7 +175,7 @@ class FastCounterFamily(FastFamily):
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for labels, value in self.values.items():
             family.add_metric(list(labels), value)
-        return family
+        return self._with_const(family)
 
     def _render(self) -> list[str]:
         sample = self.name + "_total"
@@ -183,7 +214,7 @@ class FastHistogramFamily(FastFamily):
                 cumulative += n
                 buckets.append((le, cumulative))
             family.add_metric(list(labels), buckets, slots[-1])
-        return family
+        return self._with_const(family)
 
     def _render(self) -> list[str]:
         bucket_name = self.name + "_bucket"
