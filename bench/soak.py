@@ -5,8 +5,8 @@ and the exporter's memory must stay flat.
 Run ``.venv/bin/python bench/soak.py [--minutes 60] [--tasks-per-second 1000]`` (``make
 bench-soak``). A private redis-server and the exporter daemon; a publisher thread sends,
 every second, the events of ``--tasks-per-second`` tasks (bench/ingest.py's workload: 10
-task names, 10 workers holding 4 tasks each, a label space that fills within the warm-up, received/started/succeeded-or-failed, worker
-heartbeats), batched in kombu's exact wire format as prefork workers send them. Every 15 s
+task names, 10 workers holding 4 tasks each, a label space that fills within the warm-up;
+received/started/succeeded-or-failed, worker heartbeats), batched in kombu's exact wire format as prefork workers send them. Every 15 s
 this script scrapes ``/metrics`` as Prometheus would (OpenMetrics, gzip) and samples the
 exporter's RSS (/proc), its tracked tasks and the number of series (sample lines).
 
