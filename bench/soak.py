@@ -6,19 +6,18 @@ Run ``.venv/bin/python bench/soak.py [--minutes 60] [--tasks-per-second 1000]`` 
 bench-soak``). A private redis-server and the exporter daemon; a publisher thread sends,
 every second, the events of ``--tasks-per-second`` tasks (bench/ingest.py's workload: 10
 task names, 10 workers holding 4 tasks each, a label space that fills within the warm-up;
-received/started/succeeded-or-failed, worker heartbeats), batched in kombu's exact wire format as prefork workers send them. Every 15 s
-this script scrapes ``/metrics`` as Prometheus would (OpenMetrics, gzip) and samples the
-exporter's RSS (/proc), its tracked tasks and the number of series (sample lines).
+received/started/succeeded-or-failed, worker heartbeats), batched in kombu's exact wire
+format as prefork workers send them. Every 15 s this script scrapes ``/metrics`` as
+Prometheus would (OpenMetrics, gzip) and samples the exporter's RSS (/proc), its tracked
+tasks and the number of series (sample lines).
 
 **Flat** means: after a warm-up (the first quarter of the run), the highest RSS of the last
 quarter is at most 3% (and at least 2 MiB of slack) above the highest RSS of the second
 quarter (RSS read just before each scrape); the series stay within the label space the
-workload can produce (rare task name x worker x exception combinations keep appearing
-slowly: new label values, not a leak); and the tracked tasks stay under 2x the tasks the
-workers hold. The least-squares slope of RSS
-over the second half, extrapolated to one hour, is reported too. At the end every published
-event must have been counted. Writes the "## Soak" section of bench/RESULTS.md; exits 1 if a
-check fails.
+workload can produce; and the tracked tasks stay under 2x the tasks the workers hold. The
+least-squares slope of RSS over the second half, extrapolated to one hour, is reported too.
+At the end every published event must have been counted. Writes the "## Soak" section of
+bench/RESULTS.md; exits 1 if a check fails.
 """
 
 from __future__ import annotations
