@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-packages test test-image lint lock demo bench clean
+.PHONY: help venv system-packages test test-image lint lock demo bench bench-soak clean
 
 help:
 	@echo "make demo   - throwaway Redis + demo worker + traffic + exporter, prints the URL"
 	@echo "make test   - install what is missing, then lint and the full test suite"
 	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - ingestion benchmark (bench/RESULTS.md)"
+	@echo "make bench  - benchmarks: ingestion, rate matrix, /metrics, memory (bench/RESULTS.md)"
+	@echo "make bench-soak - one-hour soak (SOAK_MINUTES=60)"
 	@echo "make test-image - build the container image with buildah and run it (root)"
 
 $(STAMP): pyproject.toml
@@ -46,6 +47,14 @@ demo: venv
 bench: venv
 	bash tests/setup/system-packages.sh redis-server
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/matrix.py
+	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/memory.py
+
+SOAK_MINUTES ?= 60
+bench-soak: venv
+	bash tests/setup/system-packages.sh redis-server
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .cache
