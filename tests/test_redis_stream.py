@@ -132,3 +132,26 @@ def test_backlog_is_what_redis_holds_for_the_subscription(
         assert stream.sample_backlog(time.time()) == 0
     assert len(sink.messages) == count
     assert {b for b, _ in sink.messages} == {body}
+
+
+def test_a_broker_that_refuses_client_commands_still_streams(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    # An ACL without CLIENT (as some managed services have): events flow, no backlog figure.
+    user = "no-client-cmd"
+    with redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-client")
+    try:
+        db = int(redis_url.rsplit("/", 1)[1])
+        url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/{db}"
+        sink = Sink()
+        body = json.dumps({"type": "worker-heartbeat"}).encode()
+        with subscribed(url, sink) as stream:
+            assert stream.client_id is None
+            publish_raw_events(redis_url, [(body, "application/json")])
+            drain_until(stream, sink, 1)
+            assert stream.sample_backlog(time.time()) is None
+        assert sink.messages == [(body, "application/json")]
+    finally:
+        with redis_server.client() as admin:
+            admin.execute_command("ACL", "DELUSER", user)

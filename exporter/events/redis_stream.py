@@ -22,6 +22,7 @@ import binascii
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,9 +79,15 @@ class RedisEventStream:
         conn = self.pubsub.connection
         conn.connect()  # a no-op when connected
         self.connection: Any = conn
-        # Our connection's id, to find it in CLIENT LIST (output buffer = our backlog).
-        conn.send_command("CLIENT", "ID")
-        self.client_id = int(conn.read_response())
+        # Our connection's id, to find it in CLIENT LIST (output buffer = our backlog). A
+        # broker that refuses CLIENT (an ACL, a managed service) only loses that metric.
+        self.client_id: int | None
+        try:
+            conn.send_command("CLIENT", "ID")
+            self.client_id = int(conn.read_response())
+        except RedisResponseError as exc:
+            self.client_id = None
+            log.warning("no event backlog metric: Redis refuses CLIENT ID (%s)", exc)
         self._read, self._can_read = _reader(conn)
         # kombu computes the topics from the transport options and sends PSUBSCRIBE.
         channel._subscribe()  # type: ignore[attr-defined]
@@ -91,7 +98,7 @@ class RedisEventStream:
         # Bytes Redis holds for this subscription, not yet sent (None: unknown).
         self.backlog_bytes: int | None = None
         self._next_backlog_sample = 0.0
-        self._backlog_unavailable = False
+        self._backlog_unavailable = self.client_id is None
 
     def drain(self, timeout: float) -> int:
         """Handle the messages that arrive within ``timeout``; how many were handled."""
@@ -121,8 +128,12 @@ class RedisEventStream:
             if handled >= MAX_MESSAGES_PER_DRAIN or not can_read(0):
                 break
         self._compact()
-        # PING now and then while idle, as redis-py does (health_check_interval).
-        self.pubsub.check_health()
+        # PING every health_check_interval, as redis-py's PubSub does (its reads would
+        # push the next check back; ours bypass them, so push it here).
+        interval = getattr(self.connection, "health_check_interval", 0)
+        if interval and time.monotonic() > self.connection.next_health_check:
+            self.pubsub.check_health()
+            self.connection.next_health_check = time.monotonic() + interval
         self.messages += handled
         return handled
 
