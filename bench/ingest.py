@@ -1818,7 +1818,8 @@ def write_results(
         "**live**: the consumer drains while the publisher floods (they compete for the "
         "CPUs); **drain**: the consumer is paused (SIGSTOP) until the whole flood waits in "
         "Redis, then resumed and timed alone. CPU µs/event counts every thread of the "
-        "consumer process. Peak RSS is mostly redis-py's read buffer (see README). Publishing "
+        "consumer process. Peak RSS: the baseline's is mostly redis-py's read buffer, which "
+        "the exporter compacts as it goes (see README). Publishing "
         f"a flood took {min(publish_times):.1f}-{max(publish_times):.1f} s.",
         "",
         "## Exporter memory",
