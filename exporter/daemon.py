@@ -27,6 +27,7 @@ from prometheus_client.samples import Sample
 from exporter import __version__
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
+from exporter.malloc import tune_malloc
 from exporter.metrics.exposition import FastFamily
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
@@ -210,6 +211,7 @@ class Exporter:
 
 
 def run(settings: Settings) -> None:
+    tune_malloc()  # before the threads start (exporter/malloc.py)
     exporter = Exporter(settings)
     signal.signal(signal.SIGTERM, exporter.request_stop)
     signal.signal(signal.SIGINT, exporter.request_stop)
