@@ -57,11 +57,19 @@ class FaultProxy:
     """``FaultProxy(upstream_port)``; clients connect to ``127.0.0.1:proxy.port``."""
 
     def __init__(
-        self, upstream_port: int, upstream_host: str = "127.0.0.1", chunk_size: int = 65536
+        self,
+        upstream_port: int,
+        upstream_host: str = "127.0.0.1",
+        chunk_size: int = 65536,
+        upstream_rcvbuf: int | None = None,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.port = free_port()
         self.chunk_size = chunk_size
+        # A small receive buffer towards the broker: with ``latency``, what the proxy cannot
+        # forward yet backs up into the broker's own output buffer instead of the kernel's
+        # (loopback buffers grow to megabytes).
+        self.upstream_rcvbuf = upstream_rcvbuf
         self._lock = threading.Lock()
         self._mode = "pass"
         self._delay = 0.0
@@ -167,7 +175,7 @@ class FaultProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.upstream, timeout=5.0)
+                upstream = self._connect_upstream()
             except OSError:
                 client.close()  # the broker itself is down: so is the proxied connection
                 continue
@@ -185,6 +193,19 @@ class FaultProxy:
                 threading.Thread(
                     target=self._pump, args=(link, src, dst, up), name="proxy-pump", daemon=True
                 ).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if self.upstream_rcvbuf is not None:
+                # Before connect(), so that the window the broker sees is small from the start.
+                upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.upstream_rcvbuf)
+            upstream.settimeout(5.0)
+            upstream.connect(self.upstream)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
     def _current(self) -> tuple[str, float]:
         with self._lock:
