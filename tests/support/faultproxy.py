@@ -79,6 +79,9 @@ class FaultProxy:
         self._closing = threading.Event()
         #: Connections accepted since the proxy started (all modes).
         self.accepted = 0
+        #: Local ports of every connection the proxy opened to the broker: what the broker
+        #: sees as the client's port (Redis ``MONITOR``, ``CLIENT LIST``).
+        self.upstream_ports: set[int] = set()
 
     # -- control -------------------------------------------------------------------------------
 
@@ -179,6 +182,7 @@ class FaultProxy:
             except OSError:
                 client.close()  # the broker itself is down: so is the proxied connection
                 continue
+            self.upstream_ports.add(upstream.getsockname()[1])
             for sock in (client, upstream):
                 sock.setblocking(True)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
