@@ -25,7 +25,14 @@ import pytest
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.faultproxy import FaultProxy
 from tests.support.metrics import value
-from tests.support.redis_monitor import Command, MonitorRecorder
+from tests.support.redis_monitor import (
+    EXPORTER_NAME,
+    Command,
+    MonitorRecorder,
+    allowed,
+    exporter_commands,
+    sets_name,
+)
 from tests.support.servers import RabbitMQServer, RedisServer
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
@@ -123,9 +130,7 @@ def test_redis_monitor_shows_only_reads_and_own_subscription(
     for c in ours:
         by_port.setdefault(c.port, []).append(c)
     unnamed = [
-        port
-        for port, cs in by_port.items()
-        if not any(_sets_name(c, "celery-metrics-exporter") for c in cs)
+        port for port, cs in by_port.items() if not any(sets_name(c) == EXPORTER_NAME for c in cs)
     ]
     assert not unnamed, [str(c) for p in unnamed for c in by_port[p][:5]]
     forbidden = [str(c) for c in ours if not allowed(c, db)]
@@ -140,7 +145,7 @@ def _parked_keys(r: object) -> list[str]:
 
 
 def test_the_allowed_list_rejects_what_would_touch_task_messages() -> None:
-    """The rules above have teeth: each of these, sent by the exporter, fails the proof."""
+    """The rules (tests/support/redis_monitor.py) have teeth: each of these fails the proof."""
     own_reply = "1f2e-3d4c.reply.celery.pidbox"
     forbidden = [
         ("LPUSH", "celery", "msg"),
@@ -172,110 +177,6 @@ def test_the_allowed_list_rejects_what_would_touch_task_messages() -> None:
     ]
     for name, *args in permitted:
         assert allowed(Command(1, 1, name, tuple(args)), 1), name
-
-
-def _sets_name(c: Command, name: str) -> bool:
-    if c.name == "CLIENT SETNAME":
-        return c.args[:1] == (name,)
-    if c.name == "HELLO":
-        upper = [a.upper() for a in c.args]
-        return "SETNAME" in upper and c.args[upper.index("SETNAME") + 1] == name
-    return False
-
-
-# What the exporter may send, and why. Anything else fails the test.
-CONNECTION_SETUP = {
-    # redis-py's handshake: protocol, name, client library info, database, liveness.
-    "HELLO",
-    "CLIENT SETNAME",
-    "CLIENT SETINFO",
-    "CLIENT MAINT_NOTIFICATIONS",
-    "SELECT",
-    "PING",
-    "AUTH",
-    # Transaction brackets around the commands below (each one is checked on its own).
-    "MULTI",
-    "EXEC",
-    # redis-py's script cache for kombu's two binding scripts (see EVALSHA below).
-    "SCRIPT EXISTS",
-    "SCRIPT LOAD",
-}
-READS = {
-    # Queue sampling: depth per (priority) list, next message, unacked hash, bindings.
-    "LLEN",
-    "LINDEX",
-    "LRANGE",
-    "HLEN",
-    "HSCAN",
-    "HGET",
-    "SCAN",
-    "SMEMBERS",
-    "SSCAN",
-    "EXISTS",
-    "TYPE",
-}
-SUBSCRIPTION = {
-    # Its own event subscription (Celery events are pub/sub) and the control replies'.
-    "PSUBSCRIBE",
-    "SUBSCRIBE",
-    "PUNSUBSCRIBE",
-    "UNSUBSCRIBE",
-}
-PIDBOX = ".reply.celery.pidbox"  # Celery's control reply queues: <uuid>.reply.celery.pidbox
-OWN_EVENT_QUEUE = "celeryev.exporter."  # the exporter's event queue: celeryev.exporter.<uuid>
-
-
-def _own_queue(name: str) -> bool:
-    return OWN_EVENT_QUEUE in name or PIDBOX in name
-
-
-def _kombu_script_sha(name: str) -> str:
-    import hashlib
-
-    from kombu.transport import redis as kombu_redis
-
-    return hashlib.sha1(getattr(kombu_redis, name).encode()).hexdigest()
-
-
-# kombu 5.7's scripts: REFRESH_BINDING adds the binding of an expiring queue (Celery's reply
-# queues expire) and raises its exchange's deadline; SWEEP_BINDINGS deletes binding tables
-# whose deadline passed and that list no permanent queue (the reply tables of clients gone).
-# Neither touches a queue's messages; their commands run inside Redis (MONITOR shows them
-# as "lua" clients), so the script itself is pinned by its hash here.
-REFRESH_BINDING = _kombu_script_sha("REFRESH_BINDING")
-SWEEP_BINDINGS = _kombu_script_sha("SWEEP_BINDINGS")
-
-
-def allowed(c: Command, db: int) -> bool:
-    if c.name in CONNECTION_SETUP or c.name in READS or c.name in SUBSCRIPTION:
-        return True
-    key = c.args[0] if c.args else ""
-    if c.name == "PUBLISH":
-        # Remote control: inspect requests and enable_events are published to the pidbox
-        # fanout channel (workers answer on a reply queue of the exporter's own).
-        return key.endswith("celery.pidbox")
-    if c.name in ("SADD", "SREM"):
-        # kombu records (and on close removes) the bindings of the exporter's own queues:
-        # its event queue and its control reply queues, in the exchange's binding table and
-        # kombu 5.7's "permanent" set.
-        member = c.args[1] if len(c.args) > 1 else ""
-        tables = ("_kombu.binding.", "_kombu.binding_permanent.")
-        return key.startswith(tables) and _own_queue(member)
-    if c.name == "BRPOP":
-        # Waiting for control replies: only on its own reply queue (and its priority
-        # lists), never on a task queue. The last argument is the timeout.
-        keys = c.args[:-1]
-        return bool(keys) and all(PIDBOX in k for k in keys)
-    if c.name == "DEL":
-        # kombu deletes the lists of the exporter's own queues when it closes them.
-        return bool(c.args) and all(_own_queue(k) for k in c.args)
-    if c.name == "EVALSHA":
-        sha, nkeys = c.args[0], int(c.args[1])
-        keys, argv = c.args[2 : 2 + nkeys], c.args[2 + nkeys :]
-        if sha == REFRESH_BINDING:
-            return keys[0].startswith("_kombu.binding.") and _own_queue(argv[0])
-        return sha == SWEEP_BINDINGS and keys == ("_kombu.binding_deadlines",)
-    return False
 
 
 # -- RabbitMQ: the messages in the task queues are the same before and after -------------------
@@ -406,3 +307,23 @@ def test_rabbitmq_task_queues_identical_before_and_after(
     assert queue_counts(rabbitmq_server, vhost) == counts_before
     assert peek(rabbitmq_url, "parked") == parked_before
     gate.touch()
+
+
+def test_session_recorder_attributes_connections_by_their_name() -> None:
+    """TEST_REDIS_MONITOR=1 attributes a port to the exporter from its naming handshake
+    until another handshake on that port (a new connection of someone else)."""
+    hello_ours = Command(1, 1, "HELLO", ("3", "SETNAME", EXPORTER_NAME))
+    commands = [
+        hello_ours,
+        Command(1, 1, "LLEN", ("celery",)),
+        Command(2, 1, "HELLO", ("3",)),  # a worker
+        Command(2, 1, "BRPOP", ("celery", "1")),
+        Command(1, 1, "LPOP", ("celery",)),
+        Command(1, 1, "HELLO", ("3",)),  # port 1 reused by another client
+        Command(1, 1, "RPUSH", ("celery", "x")),
+        Command(3, 1, "CLIENT SETNAME", (EXPORTER_NAME,)),
+        Command(3, 1, "DEL", ("unacked",)),
+    ]
+    ours = exporter_commands(commands)
+    assert ours == [commands[0], commands[1], commands[4], commands[7], commands[8]]
+    assert [c.name for c in ours if not allowed(c, c.db)] == ["LPOP", "DEL"]
