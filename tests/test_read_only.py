@@ -11,9 +11,11 @@ port, even one that lived a few milliseconds; the workers and the test connect d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,10 @@ import pytest
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.faultproxy import FaultProxy
 from tests.support.metrics import value
+from tests.support.publish import publish_raw_events
 from tests.support.redis_monitor import (
     EXPORTER_NAME,
+    PIDBOX,
     Command,
     MonitorRecorder,
     allowed,
@@ -327,3 +331,64 @@ def test_session_recorder_attributes_connections_by_their_name() -> None:
     ours = exporter_commands(commands)
     assert ours == [commands[0], commands[1], commands[4], commands[7], commands[8]]
     assert [c.name for c in ours if not allowed(c, c.db)] == ["LPOP", "DEL"]
+
+
+def test_inspect_never_restores_unacked_messages(
+    redis_server: RedisServer,
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+) -> None:
+    """kombu's Redis channels re-queue unacked messages older than the visibility timeout
+    (``restore_visible``) while they wait for messages: in the exporter, while an inspect
+    request waits for its reply. That would re-queue a task a worker still holds (and run
+    it twice when the workers' ``visibility_timeout`` is longer than the exporter's). The
+    exporter must never do it.
+
+    A message sits in the unacked hash with a delivery time long past; a worker is known
+    from its heartbeat but never answers, so the exporter's inspect waits its full second.
+    """
+    db = int(redis_url.rsplit("/", 1)[1])
+    tag = "planted-delivery-tag"
+    payload = {
+        "body": "e30=",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"id": tag, "task": "tests.add"},
+        "properties": {
+            "delivery_tag": tag,
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "parked", "routing_key": "parked"},
+        },
+    }
+    with redis_server.client(db) as r:
+        r.sadd("_kombu.binding.parked", f"parked{SEP}{SEP}parked")
+        r.hset("unacked", tag, json.dumps([payload, "parked", "parked"]))
+        r.zadd("unacked_index", {tag: 1.0})  # delivered in 1970: long past any timeout
+        unacked_before = r.hgetall("unacked")
+    with MonitorRecorder(redis_server) as monitor:
+        exporter = exporter_factory(redis_url, "--inspect-timeout", "1")
+        heartbeat = {
+            "type": "worker-heartbeat", "hostname": "silent@test", "freq": 2.0,
+            "timestamp": time.time(), "active": 0, "processed": 0,
+        }  # fmt: skip
+        publish_raw_events(
+            redis_url, [(json.dumps(heartbeat).encode(), "application/json")], "worker.heartbeat"
+        )
+
+        def inspect_finished() -> bool:
+            # The exporter deletes its reply queue when the request is over.
+            return any(
+                c.name == "DEL" and PIDBOX in c.args[0] and c.db == db
+                for c in exporter_commands(monitor.snapshot())
+            )
+
+        wait_for(inspect_finished, 30, message=exporter.log)
+        exporter.stop()
+        commands = exporter_commands(monitor.snapshot())
+    with redis_server.client(db) as r:
+        assert r.llen("parked") == 0
+        assert r.hgetall("unacked") == unacked_before
+        assert r.zscore("unacked_index", tag) == 1.0
+    forbidden = [str(c) for c in commands if c.db == db and not allowed(c, db)]
+    assert not forbidden, "\n".join(forbidden)
