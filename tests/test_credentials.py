@@ -184,7 +184,20 @@ def test_secrets_never_shown_through_every_failure(
         exporter.terminate()
     captured.add("daemon bad option log", exporter_output(exporter))
 
-    # 5. diagnose, text and JSON, through the same cases.
+    # 5. Sentinel (two sentinels, neither reachable), where sentinel_kwargs is really used.
+    sentinels = ";".join(f"sentinel://:{password.in_url}@127.0.0.1:{free_port()}" for _ in range(2))
+    sentinel_args = [
+        "--broker-transport-option", "master_name=mymaster",
+        *transport_secret_args(option_secret),
+    ]  # fmt: skip
+    exporter = exporter_factory(sentinels, *debug, *sentinel_args, wait_ready=False)
+    wait_for(lambda: "cannot reach the broker" in exporter.log(), 30)
+    capture_daemon(exporter, captured, "sentinel")
+    exporter.terminate()
+    captured.add("daemon sentinel log", exporter_output(exporter))
+    capture_diagnose(sentinels, captured, "sentinel", *sentinel_args)
+
+    # 6. diagnose, text and JSON, through the same cases.
     capture_diagnose(good_url, captured, "connected", *transport_secret_args(option_secret))
     capture_diagnose(redis_url(server.port, wrong), captured, "wrong password")
     capture_diagnose(unreachable, captured, "unreachable")
