@@ -111,9 +111,10 @@ class EventConsumer:
         ``with`` blocks close it (which talks to the broker: up to the socket timeouts when
         the broker hangs)."""
         self._lost = True
+        # Counted before shown down: a scrape that sees the broker down sees why.
+        self.health.reconnects.inc((reason,))
         self.consuming.clear()
         self.health.set_broker_up(False, self.clock())
-        self.health.reconnects.inc((reason,))
         if exc is None:
             log.warning(
                 "no events for %.0f s on a connection that carried events; reconnecting",
