@@ -7,16 +7,39 @@ nothing. The app is never used to run or consume tasks.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from exporter.settings import Settings
 
 CLIENT_NAME = "celery-metrics-exporter"
 
 
+def _never_restore(self: Any, start: int = 0, num: int = 10, interval: int = 10) -> None:
+    """The exporter never re-queues a task message (see ``never_restore_unacked``)."""
+    return None
+
+
+def never_restore_unacked() -> None:
+    """Switch off kombu's ``restore_visible`` in this process.
+
+    A kombu Redis channel that waits for messages on a (non-fanout) queue also re-queues
+    every unacknowledged message older than its ``visibility_timeout`` (a write: the
+    message is moved from the ``unacked`` hash back to its queue). In the exporter that
+    channel is the reply queue of each inspect request, so the exporter would re-queue
+    tasks workers still hold, and, when the workers' ``visibility_timeout`` is longer than
+    the exporter's (long ETA tasks), have them run twice. Restoring is the workers' job;
+    the exporter's process never consumes a task, so it never restores one.
+    """
+    kombu_redis.QoS.restore_visible = _never_restore  # type: ignore[method-assign]
+
+
 def make_app(settings: Settings) -> Celery:
     transport_options = dict(settings.transport_options)
     if settings.is_redis:
+        never_restore_unacked()
         # Shows who we are in Redis' CLIENT LIST (operators hunting a subscriber).
         transport_options.setdefault("client_name", CLIENT_NAME)
     app = Celery("celery-metrics-exporter", set_as_current=False)

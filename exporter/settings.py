@@ -80,7 +80,7 @@ class Settings:
     queue_forget_after_seconds: float = 3600.0
     # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
     reorder_window_seconds: float = 2.0
-    # TLS and basic auth for the HTTP endpoints (exporter/webconfig.py); reloaded on SIGHUP.
+    # TLS and basic auth for the HTTP endpoints (exporter/webconfig/); reloaded on SIGHUP.
     web_config_file: str | None = None
     # Series limits (state/task_names.py): which names get series, how many, for how long.
     task_include: tuple[str, ...] = ()

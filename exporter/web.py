@@ -2,7 +2,7 @@
 
 Every response is built from in-memory state: no request ever waits on the broker.
 
-With ``--web-config-file`` (exporter/webconfig.py) each accepted connection is wrapped in the
+With ``--web-config-file`` (exporter/webconfig/) each accepted connection is wrapped in the
 TLS context current at that moment, on the connection's own thread and with a deadline, so a
 client that connects and says nothing holds only its own thread, never the accept loop; and each
 request is checked against the basic auth users current at that moment.

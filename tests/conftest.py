@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.exporter import ExporterProcess
 from tests.support.processes import install_sigterm_cleanup
+from tests.support.redis_monitor import SESSION, session_recorder_enabled
 from tests.support.servers import RabbitMQServer, RedisServer, ServerBinaryMissing
 from tests.support.workers import CeleryWorker, Producer
 
@@ -115,6 +116,26 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # A CI timeout or a ^C'd `make` sends SIGTERM: still take our servers and workers down.
     install_sigterm_cleanup()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """TEST_REDIS_MONITOR=1: fail the run if an exporter connection sent a forbidden command
+    to any Redis server the suite started (read-only proof over the whole run)."""
+    if session_recorder_enabled() and SESSION.violations():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not session_recorder_enabled():
+        return
+    violations = SESSION.violations()
+    terminalreporter.write_sep("=", "Redis MONITOR over the whole run (TEST_REDIS_MONITOR=1)")
+    terminalreporter.write_line(
+        f"{SESSION.recordings} server runs recorded, {len(SESSION.commands)} commands from "
+        f"exporter connections, {len(violations)} not allowed"
+    )
+    for line in violations[:50]:
+        terminalreporter.write_line(f"NOT ALLOWED: {line}")
 
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()

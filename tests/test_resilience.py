@@ -66,6 +66,20 @@ def assert_outage_reported(exporter: ExporterProcess, source: str) -> None:
         30,
         message="exporter did not keep retrying",
     )
+    # The gap is measured as it goes: the seconds without a broker grow during the outage.
+    gap = value(exporter.scrape(), "celery_exporter_broker_down_seconds_total") or 0.0
+    assert gap > 0
+    wait_for(
+        lambda: (value(exporter.scrape(), "celery_exporter_broker_down_seconds_total") or 0) > gap,
+        10,
+    )
+
+
+def assert_gap_closed(exporter: ExporterProcess) -> None:
+    """After the outage: the gap is on record and no longer grows."""
+    gap = value(exporter.scrape(), "celery_exporter_broker_down_seconds_total")
+    assert gap is not None and gap > 0
+    assert value(exporter.scrape(), "celery_exporter_broker_down_seconds_total") == gap
 
 
 def test_redis_outage_is_reported_and_counting_resumes(
@@ -86,9 +100,25 @@ def test_redis_outage_is_reported_and_counting_resumes(
         for i in range(5):
             producer.send("tests.add", args=(i, i))
         wait_for(lambda: succeeded(exporter, "steady@test") == 5, 30)
+        # Traffic while the broker restarts: a task is running when Redis goes away and
+        # ends during the outage (as in the RabbitMQ test below; its events may or may not
+        # get through, so it has another name and stays out of the tests.add counts).
+        gate = tmp_path / "end-the-running-task"
+        running = producer.send("tests.wait_for_file", args=(str(gate),))
+        wait_for(
+            lambda: f"tests.wait_for_file[{running}] received" in worker.log_text(),
+            30,
+            message=lambda: worker.log_text()[-3000:],
+        )
 
         server.stop()
         assert_outage_reported(exporter, "redis")
+        gate.touch()
+        wait_for(
+            lambda: f"tests.wait_for_file[{running}] succeeded" in worker.log_text(),
+            30,
+            message=lambda: worker.log_text()[-3000:],
+        )
 
         server.start()  # same port
         wait_for(lambda: exporter.status("/readyz") == 200, 30)
@@ -107,6 +137,7 @@ def test_redis_outage_is_reported_and_counting_resumes(
         assert value(s, "celery_exporter_broker_up") == 1
         assert value(s, "celery_exporter_broker_reconnects_total", reason="error") == 1
         assert exporter.process.running
+        assert_gap_closed(exporter)
         wait_for(
             lambda: value(exporter.scrape(), "celery_exporter_source_up", source="redis") == 1,
             30,
@@ -180,6 +211,7 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
         assert value(s, "celery_exporter_broker_up") == 1
         assert value(s, "celery_exporter_broker_reconnects_total", reason="error") == 1
         assert exporter.process.running
+        assert_gap_closed(exporter)
     finally:
         server.stop()
 

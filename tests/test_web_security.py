@@ -903,7 +903,7 @@ def test_password_check_remembers_only_good_passwords(monkeypatch: pytest.Monkey
         calls.append(hashed)
         return bool(real_checkpw(password, hashed))
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting_checkpw)
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
     assert auth.check(b"prometheus", PASSWORD.encode())
     assert auth.check(b"prometheus", PASSWORD.encode())
     assert len(calls) == 1  # the second came from the cache

@@ -8,7 +8,10 @@ and decodes through kombu's generic path; this consumer owns the connection inst
 - on any error: mark the broker down, count it, back off exponentially (capped), retry;
 - watchdog: kombu does not notice a half-open pub/sub connection. When a connection that
   carried events falls silent for ``event_watchdog_seconds`` (workers heartbeat every 2 s),
-  reconnect.
+  reconnect;
+- a hung broker (accepts, never answers) must not hang the consumer: socket timeouts on the
+  event connection (unless the transport options set their own), and the broker is marked
+  down before the connection is closed (closing talks to the broker too).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_SECONDS = 0.5
 DRAIN_TIMEOUT_SECONDS = 0.5
+# Bound on one blocking socket operation of the event connection outside the drain loop
+# (handshake, subscribe, health-check PING, closing): without it a hung broker hangs the
+# consumer thread for ever, with the broker still shown up.
+EVENT_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
 class WatchdogExpired(Exception):
@@ -59,6 +66,7 @@ class EventConsumer:
         self.consuming = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_message_at = 0.0
+        self._lost = False
         self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
         # The direct Redis reader of the current connection (None for RabbitMQ).
         self.stream: RedisEventStream | None = None
@@ -78,39 +86,62 @@ class EventConsumer:
         backoff = INITIAL_BACKOFF_SECONDS
         outage_logged = False
         while not self.stopping.is_set():
-            reason = "error"
+            self._lost = False
             try:
-                with self.app.connection_for_read() as conn:
+                with self._connection() as conn:
                     self._consume(conn)
-            except WatchdogExpired:
-                reason = "watchdog"
-                log.warning(
-                    "no events for %.0f s on a connection that carried events; reconnecting",
-                    self.settings.event_watchdog_seconds,
-                )
             except Exception as exc:
-                was_consuming = self.consuming.is_set()
-                if was_consuming:
-                    log.error("lost the broker connection: %s", _describe(exc))
-                elif not outage_logged:
-                    log.error("cannot reach the broker: %s (retrying)", _describe(exc))
-                    outage_logged = True
-                if not was_consuming:
+                if self._lost:
+                    # Already counted and logged; closing the lost connection failed too.
+                    log.debug("closing the lost connection failed: %s", _describe(exc))
+                else:
+                    if not outage_logged:
+                        log.error("cannot reach the broker: %s (retrying)", _describe(exc))
+                        outage_logged = True
                     self.health.connect_failures.inc(())
-            was_consuming = self.consuming.is_set()
             self.consuming.clear()
             self.health.event_backlog_bytes = None
             self.health.set_broker_up(False, self.clock())
             if self.stopping.is_set():
                 break
-            if was_consuming:
-                self.health.reconnects.inc((reason,))
+            if self._lost:
                 backoff = INITIAL_BACKOFF_SECONDS
                 outage_logged = False
             self.stopping.wait(backoff)
             backoff = min(backoff * 2, self.settings.reconnect_max_backoff_seconds)
 
+    def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
+        """A connection that carried events is gone: down and counted now, before the
+        ``with`` blocks close it (which talks to the broker: up to the socket timeouts when
+        the broker hangs)."""
+        self._lost = True
+        # Counted before shown down: a scrape that sees the broker down sees why.
+        self.health.reconnects.inc((reason,))
+        self.consuming.clear()
+        self.health.set_broker_up(False, self.clock())
+        if exc is None:
+            log.warning(
+                "no events for %.0f s on a connection that carried events; reconnecting",
+                self.settings.event_watchdog_seconds,
+            )
+        else:
+            log.error("lost the broker connection: %s", _describe(exc))
+
     # -- one connection --------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        options = dict(self.app.conf.broker_transport_options or {})
+        if self.settings.is_redis:
+            options.setdefault("socket_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
+            options.setdefault("socket_connect_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
+        else:
+            # py-amqp: drain_events(timeout) overrides these while it waits for events.
+            options.setdefault("read_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
+            options.setdefault("write_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
+        conn: Connection = self.app.connection_for_read(
+            connect_timeout=EVENT_SOCKET_TIMEOUT_SECONDS, transport_options=options
+        )
+        return conn
 
     def _queue(self, conn: Connection) -> Queue:
         exchange = get_exchange(conn, name=self.settings.event_exchange)
@@ -137,36 +168,46 @@ class EventConsumer:
             channel, queues=[self._queue(conn)], no_ack=True, on_message=self._handle
         )
         with consumer:
-            self._last_message_at = 0.0
-            watchdog = self.settings.event_watchdog_seconds
-            # Redis: kombu connects and subscribes, we read the replies (redis_stream.py).
-            stream = (
-                RedisEventStream(channel, self._handle_body, self._skipped)
-                if is_redis_channel(channel)
-                else None
-            )
-            self.stream = stream
-            while not self.stopping.is_set():
-                if stream is not None:
-                    stream.drain(DRAIN_TIMEOUT_SECONDS)
-                    if not stream.subscribed:
-                        continue
-                    self.health.event_backlog_bytes = stream.sample_backlog(self.clock())
-                else:
-                    try:
-                        conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
-                    except TimeoutError:
-                        pass
+            try:
+                self._drain(conn, channel)
+            except WatchdogExpired:
+                self._connection_lost("watchdog", None)
+            except Exception as exc:
                 if not self.consuming.is_set():
-                    self.consuming.set()
-                    self.health.set_broker_up(True, self.clock())
-                    log.info("consuming events from %s", redact_url(self.settings.broker_url))
-                if (
-                    watchdog > 0
-                    and self._last_message_at
-                    and self.clock() - self._last_message_at > watchdog
-                ):
-                    raise WatchdogExpired()
+                    raise  # never consumed: a failed connection attempt
+                self._connection_lost("error", exc)
+
+    def _drain(self, conn: Connection, channel: object) -> None:
+        self._last_message_at = 0.0
+        watchdog = self.settings.event_watchdog_seconds
+        # Redis: kombu connects and subscribes, we read the replies (redis_stream.py).
+        stream = (
+            RedisEventStream(channel, self._handle_body, self._skipped)  # type: ignore[arg-type]
+            if is_redis_channel(channel)
+            else None
+        )
+        self.stream = stream
+        while not self.stopping.is_set():
+            if stream is not None:
+                stream.drain(DRAIN_TIMEOUT_SECONDS)
+                if not stream.subscribed:
+                    continue
+                self.health.event_backlog_bytes = stream.sample_backlog(self.clock())
+            else:
+                try:
+                    conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    pass
+            if not self.consuming.is_set():
+                self.consuming.set()
+                self.health.set_broker_up(True, self.clock())
+                log.info("consuming events from %s", redact_url(self.settings.broker_url))
+            if (
+                watchdog > 0
+                and self._last_message_at
+                and self.clock() - self._last_message_at > watchdog
+            ):
+                raise WatchdogExpired()
 
     def _handle(self, message: Message) -> None:
         self._handle_body(message.body, message.content_type)

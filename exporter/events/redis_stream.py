@@ -159,6 +159,11 @@ class RedisEventStream:
             self.backlog_bytes = None
             log.warning("cannot read the event backlog from Redis (CLIENT LIST): %s", exc)
             return None
+        except Exception as exc:  # this side connection must not cost the
+            # subscription (a connection limit, a timeout): unknown until the next sample.
+            self.backlog_bytes = None
+            self._log_once("backlog", logging.WARNING, "cannot read the event backlog: %s", exc)
+            return None
         for entry in entries:
             if str(entry.get("id")) == str(self.client_id):
                 self.backlog_bytes = int(entry.get("omem", 0))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.metrics.counting import LabelledCounter
 
 
 class ExporterHealth:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.broker_up = False
+        # Seconds without an event connection: closed outages, plus the open one (if any)
+        # since ``_down_since``. Down from the start until the first connection.
+        self._down_seconds = 0.0
+        self._down_since: float | None = clock()
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
         # Redis: bytes the broker holds for the event subscription (None: unknown).
@@ -69,7 +74,21 @@ class ExporterHealth:
 
     def set_broker_up(self, up: bool, now: float) -> None:
         with self._lock:
+            if up and self._down_since is not None:
+                self._down_seconds += max(0.0, now - self._down_since)
+                self._down_since = None
+            elif not up and self._down_since is None:
+                self._down_since = now
             self.broker_up = up
+
+    def broker_down_seconds(self, now: float | None = None) -> float:
+        """Seconds the exporter was not consuming events, the current outage included."""
+        with self._lock:
+            total = self._down_seconds
+            if self._down_since is not None:
+                now = self._clock() if now is None else now
+                total += max(0.0, now - self._down_since)
+            return total
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -78,6 +97,13 @@ class ExporterHealth:
         )
         up.add_metric([], 1.0 if self.broker_up else 0.0)
         yield up
+        down = CounterMetricFamily(
+            "celery_exporter_broker_down_seconds",
+            "Seconds the exporter was not connected to the broker and consuming events since "
+            "it started (the current outage included): events sent meanwhile were lost.",
+        )
+        down.add_metric([], self.broker_down_seconds())
+        yield down
         last = GaugeMetricFamily(
             "celery_exporter_last_event_timestamp_seconds",
             "When the exporter last received an event (its own clock); 0 before the first.",

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from tests.support.ports import free_port, port_is_open
 from tests.support.processes import ManagedProcess, tail
+from tests.support.redis_monitor import SESSION, MonitorRecorder, session_recorder_enabled
 from tests.support.tls import TlsFiles
 from tests.support.waiting import wait_for
 
@@ -118,6 +119,8 @@ class RedisServer(_ProcessServer):
         self._proc: ManagedProcess | None = None
         #: Seconds the last start() took until PING answered.
         self.last_boot_seconds: float | None = None
+        # TEST_REDIS_MONITOR=1: MONITOR from start to stop (tests/support/redis_monitor.py).
+        self._recorder: MonitorRecorder | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -180,6 +183,22 @@ class RedisServer(_ProcessServer):
             proc.kill()
             raise
         self.last_boot_seconds = time.monotonic() - begin
+        if session_recorder_enabled():
+            self._recorder = MonitorRecorder(self).start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        super().stop(timeout)
+        self._end_recording()
+
+    def kill(self) -> None:
+        super().kill()
+        self._end_recording()
+
+    def _end_recording(self) -> None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.stop()  # after the server: everything it received is recorded
+            SESSION.add(recorder.snapshot())
 
     def __enter__(self) -> RedisServer:
         self.start()

@@ -1,0 +1,78 @@
+"""SIGHUP: ``WebConfigReloader`` loads the file again and swaps it in if it loads; it also
+collects the reload metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.webconfig.fields import WebConfigError
+from exporter.webconfig.load import load_web_config
+
+# The name this logger had when the web config was one module: log filters may match it.
+log = logging.getLogger("exporter.webconfig")
+
+
+class WebConfigReloader:
+    """Holds the current web config; ``request_reload`` (SIGHUP) swaps it if the new one loads.
+
+    The swap is one attribute assignment: connections accepted afterwards use the new TLS
+    context, requests handled afterwards the new users. The listener and open connections are
+    left alone. A file that fails to load is logged, counted, and the previous config stays.
+    Also a collector for the reload metrics.
+    """
+
+    def __init__(self, path: str, clock: Any = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self.current = load_web_config(path)
+        self._lock = threading.Lock()
+        self._results = {"success": 0, "failure": 0}
+        self._last_success = clock()
+        log.info("web config %s: %s", path, self.current.summary)
+
+    def request_reload(self, signum: int | None = None, frame: object = None) -> None:
+        """Signal-handler safe: the reload runs on a thread of its own."""
+        threading.Thread(target=self.reload, name="web-config-reload", daemon=True).start()
+
+    def reload(self) -> bool:
+        with self._lock:
+            try:
+                new = load_web_config(self.path)
+                if (new.ssl_context is None) != (self.current.ssl_context is None):
+                    raise WebConfigError(
+                        f"{self.path}: tls_server_config cannot be added or removed by a "
+                        "reload; restart the exporter"
+                    )
+            except WebConfigError as exc:
+                self._results["failure"] += 1
+                log.error("reloading the web config failed, keeping the previous one: %s", exc)
+                return False
+            self.current = new
+            self._results["success"] += 1
+            self._last_success = self._clock()
+            log.info("reloaded web config %s: %s", self.path, new.summary)
+            return True
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            results = dict(self._results)
+            last_success = self._last_success
+        reloads = CounterMetricFamily(
+            "celery_exporter_web_config_reloads",
+            "Reloads of --web-config-file (SIGHUP), by result.",
+            labels=["result"],
+        )
+        for result, count in results.items():
+            reloads.add_metric([result], count)
+        yield reloads
+        yield GaugeMetricFamily(
+            "celery_exporter_web_config_last_reload_success_timestamp_seconds",
+            "When --web-config-file was last loaded successfully (at start or on SIGHUP).",
+            value=last_success,
+        )
