@@ -31,7 +31,8 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv system-packages lint
-	$(BIN)/pytest -q
+	# Every Redis server of the run is watched with MONITOR: the exporter must only read.
+	TEST_REDIS_MONITOR=1 $(BIN)/pytest -q
 
 test-image: venv
 	bash tests/setup/system-packages.sh redis-server buildah debootstrap
