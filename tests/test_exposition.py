@@ -211,18 +211,31 @@ def test_numbers_as_go_writes_them(value: float) -> None:
 def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
     from exporter.daemon import _Collect
 
-    counter = LabelledCounter("t_total", "x", ("name", "hostname", "exception"))
-    histogram = LabelledHistogram("t_seconds", "y", ("name", "queue_name"), [0.5, 1.0])
-    counter.inc(("n", 'h"1', "ValueError"))
-    histogram.observe(("n", "q"), 0.75)
     registry = CollectorRegistry(auto_describe=False)
     for broker in ("orders", "billing"):
+        # Each broker has metrics of its own (a BrokerWatch each), same names.
+        counter = LabelledCounter("t_total", "x", ("name", "hostname", "exception"))
+        histogram = LabelledHistogram("t_seconds", "y", ("name", "queue_name"), [0.5, 1.0])
+        counter.inc(("n", 'h"1', "ValueError"))
+        histogram.observe(("n", "q"), 0.75)
         registry.register(
-            _Collect(lambda: [counter.family(), histogram.family()], None, {"broker": broker})
+            _Collect(
+                lambda c=counter, h=histogram: [c.family(), h.family()], None, {"broker": broker}
+            )
         )
     for accept, reference in ((TEXT, generate_latest), (PROMETHEUS_ACCEPT, openmetrics_latest)):
-        body, _ = render(registry, accept)
-        assert body == reference(registry)
+        text = render(registry, accept)[0].decode()
+        # Each family once (HELP/TYPE), both brokers' samples under it: prometheus_client
+        # repeats the family per collector, which strict parsers reject.
+        headers = [line for line in text.splitlines() if line.startswith("#")]
+        assert len(headers) == len(set(headers)), text
+        samples = {line for line in text.splitlines() if not line.startswith("#")}
+        expected = {
+            line for line in reference(registry).decode().splitlines() if not line.startswith("#")
+        }
+        assert samples == expected
+    families = {f.name: f for f in parse_om(render(registry, PROMETHEUS_ACCEPT)[0].decode())}
+    assert {s.labels["broker"] for s in families["t"].samples} == {"orders", "billing"}
     body, _ = render(registry, TEXT)
     assert 't_total{broker="orders",exception="ValueError",hostname="h\\"1",name="n"} 1.0\n' in (
         body.decode()
@@ -230,3 +243,31 @@ def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
     assert 't_seconds_bucket{broker="billing",le="1.0",name="n",queue_name="q"} 1.0\n' in (
         body.decode()
     )
+
+
+def test_several_brokers_give_one_family_each_in_a_strict_parse() -> None:
+    """Two named brokers: every family is written once with both brokers' series, and the
+    OpenMetrics parser (which rejects a repeated family) reads the whole scrape."""
+    exporter = Exporter(
+        Settings(
+            broker_url="redis://127.0.0.1:1/0",
+            brokers=(("red", "redis://127.0.0.1:1/0"), ("blue", "redis://127.0.0.1:1/1")),
+            reorder_window_seconds=0,
+        )
+    )
+    for i, watch in enumerate(exporter.watches):
+        event = {"type": "task-received", "uuid": f"u{i}", "name": "t.a", "hostname": "w@h",
+                 "timestamp": 1.0}  # fmt: skip
+        watch.dispatcher.on_message(json.dumps(event).encode(), "application/json")
+    for accept in (TEXT, PROMETHEUS_ACCEPT):
+        text = render(exporter.registry, accept)[0].decode()
+        types = [line for line in text.splitlines() if line.startswith("# TYPE")]
+        assert len(types) == len(set(types))
+    families = {
+        f.name: f for f in parse_om(render(exporter.registry, PROMETHEUS_ACCEPT)[0].decode())
+    }
+    received = families["celery_task_received"].samples
+    assert {(s.labels["broker"], s.value) for s in received} == {("red", 1.0), ("blue", 1.0)}
+    assert {s.labels["broker"] for s in families["celery_exporter_broker_up"].samples} == {
+        "red", "blue"
+    }  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any
 from exporter.labels import UNKNOWN, cached_label
 from exporter.metrics.tasks import TaskMetrics
 from exporter.state.arrivals import ArrivalTracker
-from exporter.state.task_names import TaskNames
+from exporter.state.task_names import OTHER, TaskNames
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
 Event = dict[str, Any]
@@ -128,7 +128,8 @@ class TaskEventHandler:
         self.metrics.sent.inc((task.name, task.queue))
         if not event.get("retries"):
             sender = event.get("hostname")
-            self.arrivals.arrive(task.name, sent_at, sender if type(sender) is str else None)
+            if name != OTHER and name != UNKNOWN:  # a mix of names has no rhythm
+                self.arrivals.arrive(name, sent_at, sender if type(sender) is str else None)
         if task.queue != UNKNOWN and len(self.queues_seen) < MAX_QUEUES_SEEN:
             self.queues_seen.add(task.queue)
 
@@ -139,7 +140,8 @@ class TaskEventHandler:
             task.name = self.names.label(name)
         task.received_at = event_time(event, now)
         if task.sent_at is None and not event.get("retries"):
-            self.arrivals.arrive(task.name, task.received_at, None)
+            if task.name != OTHER and task.name != UNKNOWN:
+                self.arrivals.arrive(task.name, task.received_at, None)
         eta = event.get("eta")
         if eta is not None and (eta := parse_eta(eta)) is not None:
             task.due_at = eta

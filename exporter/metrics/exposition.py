@@ -98,7 +98,8 @@ class LabelText:
         live_keys = set(live)
         for cache in (self._full, self._bucket):
             if len(cache) > len(live_keys) + CACHE_SLACK:
-                for key in [k for k in cache if k not in live_keys]:
+                # list(): one C-level copy, safe while another scrape adds entries.
+                for key in [k for k in list(cache) if k not in live_keys]:
                     cache.pop(key, None)
 
 
@@ -253,14 +254,26 @@ def render(registry: Any, accept: str) -> tuple[bytes, str]:
     """The body and content type of a scrape, as ``choose_encoder(accept)`` would give."""
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith(OPENMETRICS)
-    parts: list[str] = []
+    # With several brokers each family comes once per broker: both formats allow a family
+    # (HELP/TYPE) only once, so same-named families are written as one.
+    families: dict[str, list[Metric]] = {}
     for metric in registry.collect():
-        if isinstance(metric, FastFamily):
-            parts.append(metric.header(openmetrics))
-            parts.extend(metric.lines())
-        else:
-            text = encoder(_One(metric)).decode("utf-8")
-            parts.append(text.removesuffix("# EOF\n") if openmetrics else text)
+        families.setdefault(metric.name, []).append(metric)
+    parts: list[str] = []
+    for same_name in families.values():
+        first = same_name[0]
+        if isinstance(first, FastFamily):
+            parts.append(first.header(openmetrics))
+            for metric in same_name:
+                assert isinstance(metric, FastFamily)
+                parts.extend(metric.lines())
+            continue
+        if len(same_name) > 1:
+            merged = Metric(first.name, first.documentation, first.type, first.unit)
+            merged.samples = [sample for metric in same_name for sample in metric.samples]
+            first = merged
+        text = encoder(_One(first)).decode("utf-8")
+        parts.append(text.removesuffix("# EOF\n") if openmetrics else text)
     if openmetrics:
         parts.append("# EOF\n")
     return "".join(parts).encode("utf-8"), content_type
