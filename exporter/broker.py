@@ -8,8 +8,10 @@ nothing. The app is never used to run or consume tasks.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
+from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 
 from exporter.settings import Settings
@@ -54,3 +56,21 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def bounded_connection(app: Celery, timeout: float, for_write: bool = False) -> Connection:
+    """A connection whose every blocking socket operation gives up after ``timeout``
+    seconds (unless the transport options set their own): a hung broker must not hang the
+    thread that talks to it."""
+    options = dict(app.conf.broker_transport_options or {})
+    scheme = urlsplit(str(app.conf.broker_url).split(";", 1)[0]).scheme.lower()
+    if scheme in ("redis", "rediss", "sentinel"):
+        options.setdefault("socket_timeout", timeout)
+        options.setdefault("socket_connect_timeout", timeout)
+    else:
+        # py-amqp: drain_events(timeout) overrides these while it waits for messages.
+        options.setdefault("read_timeout", timeout)
+        options.setdefault("write_timeout", timeout)
+    method = app.connection_for_write if for_write else app.connection_for_read
+    conn: Connection = method(connect_timeout=timeout, transport_options=options)
+    return conn

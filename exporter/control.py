@@ -18,11 +18,14 @@ from typing import Any
 
 from celery import Celery
 
+from exporter.broker import bounded_connection
 from exporter.labels import label_value
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text
 
 log = logging.getLogger(__name__)
+
+CONTROL_SOCKET_SLACK_SECONDS = 5.0
 
 
 class WorkerQueues:
@@ -119,6 +122,9 @@ class ControlThread:
         self.worker_queues = worker_queues
         self.health = health
         self.inspect_timeout = max(1.0, inspect_timeout)
+        # Socket timeouts of the control connection: longer than a reply may take, short
+        # enough that a hung broker does not freeze this thread.
+        self._socket_timeout = self.inspect_timeout + CONTROL_SOCKET_SLACK_SECONDS
         self.enable_events_interval = enable_events_interval
         self.clock = clock
         # hostname -> (when to ask, seconds to wait before the next try if unanswered)
@@ -200,7 +206,7 @@ class ControlThread:
     def _inspect(self, hostname: str, method: str) -> Any:
         """One inspect request answered by this worker alone; None without an answer."""
         try:
-            with self.app.connection_for_write() as conn:
+            with bounded_connection(self.app, self._socket_timeout, for_write=True) as conn:
                 inspect = self.app.control.inspect(
                     destination=[hostname],
                     timeout=self.inspect_timeout,
@@ -236,7 +242,7 @@ class ControlThread:
 
     def _enable_events(self) -> None:
         try:
-            with self.app.connection_for_write() as conn:
+            with bounded_connection(self.app, self._socket_timeout, for_write=True) as conn:
                 self.app.control.enable_events(connection=conn)
             self.health.enable_events_sent.inc(())
         except Exception as exc:

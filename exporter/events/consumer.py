@@ -29,6 +29,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from exporter.broker import bounded_connection
 from exporter.events.redis_stream import RedisEventStream, is_redis_channel
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text, redact_url
@@ -130,18 +131,7 @@ class EventConsumer:
     # -- one connection --------------------------------------------------------------
 
     def _connection(self) -> Connection:
-        options = dict(self.app.conf.broker_transport_options or {})
-        if self.settings.is_redis:
-            options.setdefault("socket_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
-            options.setdefault("socket_connect_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
-        else:
-            # py-amqp: drain_events(timeout) overrides these while it waits for events.
-            options.setdefault("read_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
-            options.setdefault("write_timeout", EVENT_SOCKET_TIMEOUT_SECONDS)
-        conn: Connection = self.app.connection_for_read(
-            connect_timeout=EVENT_SOCKET_TIMEOUT_SECONDS, transport_options=options
-        )
-        return conn
+        return bounded_connection(self.app, EVENT_SOCKET_TIMEOUT_SECONDS)
 
     def _queue(self, conn: Connection) -> Queue:
         exchange = get_exchange(conn, name=self.settings.event_exchange)
@@ -187,10 +177,15 @@ class EventConsumer:
             else None
         )
         self.stream = stream
+        # A broker that never confirms the subscription (hung or half-open just then) must
+        # not keep this thread waiting: it is a failed connection attempt, retried.
+        subscribe_deadline = time.monotonic() + EVENT_SOCKET_TIMEOUT_SECONDS
         while not self.stopping.is_set():
             if stream is not None:
                 stream.drain(DRAIN_TIMEOUT_SECONDS)
                 if not stream.subscribed:
+                    if time.monotonic() > subscribe_deadline:
+                        raise TimeoutError("the broker did not confirm the event subscription")
                     continue
                 self.health.event_backlog_bytes = stream.sample_backlog(self.clock())
             else:

@@ -139,9 +139,9 @@ class TaskEventHandler:
         if name is not None or task.name is None:
             task.name = self.names.label(name)
         task.received_at = event_time(event, now)
-        if task.sent_at is None and not event.get("retries"):
-            if task.name != OTHER and task.name != UNKNOWN:
-                self.arrivals.arrive(task.name, task.received_at, None)
+        first_delivery = task.sent_at is None and not event.get("retries")
+        if first_delivery and task.name != OTHER and task.name != UNKNOWN:
+            self.arrivals.arrive(task.name, task.received_at, None)
         eta = event.get("eta")
         if eta is not None and (eta := parse_eta(eta)) is not None:
             task.due_at = eta
