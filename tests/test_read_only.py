@@ -117,15 +117,16 @@ def test_redis_monitor_shows_only_reads_and_own_subscription(
         result = run_diagnose(proxied, "--listen", "2", "--queues", "parked")
         assert "parked" in result.stdout, result.stdout + result.stderr
         exporter.stop()
-        gate.touch()
         commands = monitor.snapshot()
         exporter_ports = set(proxy.upstream_ports)
 
         with redis_server.client(db) as r:
             parked_after = {k: r.lrange(k, 0, -1) for k in _parked_keys(r)}
             assert parked_after == parked_before
-            # The running task is still unacknowledged, untouched, until the worker ends it.
+            # The running task is still unacknowledged, untouched, until the worker ends it
+            # (the gate opens only after this check: the worker then acknowledges it).
             assert r.hgetall("unacked") == unacked_before
+        gate.touch()
 
     ours = [c for c in commands if c.port in exporter_ports]
     assert ours, "MONITOR recorded nothing from the exporter"
