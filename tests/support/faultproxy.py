@@ -21,6 +21,7 @@ is a daemon and ``close()`` ends them all; the proxy never binds anything but 12
 from __future__ import annotations
 
 import contextlib
+import errno
 import select
 import socket
 import threading
@@ -29,6 +30,7 @@ from types import TracebackType
 
 from tests.support.ports import free_port
 
+_REBIND_SECONDS = 10.0
 _POLL_SECONDS = 0.05
 
 
@@ -151,7 +153,19 @@ class FaultProxy:
     def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        # While cut, the port is free: an outgoing connection may have taken it as its
+        # source port for a moment (even the exporter's own retry, connected to itself).
+        # It is released when that connection fails: retry the bind until then.
+        deadline = time.monotonic() + _REBIND_SECONDS
+        while True:
+            try:
+                listener.bind(("127.0.0.1", self.port))
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    listener.close()
+                    raise
+                time.sleep(_POLL_SECONDS)
         listener.listen(64)
         listener.settimeout(_POLL_SECONDS)
         self._listener = listener
