@@ -97,7 +97,11 @@ class EventConsumer:
                     log.debug("closing the lost connection failed: %s", _describe(exc))
                 else:
                     if not outage_logged:
-                        log.error("cannot reach the broker: %s (retrying)", _describe(exc))
+                        log.error(
+                            "cannot reach the broker: %s (retrying %s)",
+                            _describe(exc),
+                            redact_url(self.settings.broker_url),
+                        )
                         outage_logged = True
                     self.health.connect_failures.inc(())
             self.consuming.clear()
@@ -122,11 +126,16 @@ class EventConsumer:
         self.health.set_broker_up(False, self.clock())
         if exc is None:
             log.warning(
-                "no events for %.0f s on a connection that carried events; reconnecting",
+                "no events for %.0f s on a connection that carried events; reconnecting to %s",
                 self.settings.event_watchdog_seconds,
+                redact_url(self.settings.broker_url),
             )
         else:
-            log.error("lost the broker connection: %s", _describe(exc))
+            log.error(
+                "lost the broker connection: %s (%s)",
+                _describe(exc),
+                redact_url(self.settings.broker_url),
+            )
 
     # -- one connection --------------------------------------------------------------
 
