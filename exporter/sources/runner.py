@@ -102,6 +102,8 @@ class QueueSampler:
         try:
             sample = self.source.sample(queues)
         except Exception as exc:
+            if self._stopping.is_set():
+                return  # shutting down: stop() closed the source under this sample
             self.health.last_duration = time.monotonic() - started
             self.health.errors += 1
             if self.health.up or self.health.errors == 1:
