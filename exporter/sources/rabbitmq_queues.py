@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu.connection import Connection
 
+from exporter.broker import bounded_connection
 from exporter.sources.base import BrokerSample, QueueSample
 
 
@@ -28,16 +29,9 @@ class RabbitMQQueueSource:
 
     def _channel_for_sampling(self) -> Any:
         if self._conn is None:
-            # Socket timeouts too (py-amqp's read/write_timeout): a half-open connection
-            # fails the sample instead of hanging the sampler.
-            options = {
-                **(self.app.conf.broker_transport_options or {}),
-                "read_timeout": self.timeout,
-                "write_timeout": self.timeout,
-            }
-            self._conn = self.app.connection_for_read(
-                connect_timeout=self.timeout, transport_options=options
-            )
+            # Socket timeouts too: a half-open connection fails the sample instead of
+            # hanging the sampler.
+            self._conn = bounded_connection(self.app, self.timeout)
             self._conn.ensure_connection(max_retries=0)
         if self._channel is None:
             self._channel = self._conn.channel()
