@@ -33,6 +33,7 @@ from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
 from exporter.settings import Settings
 from exporter.state.worker_registry import WorkerRegistry
+from exporter.status_page import status_page
 from exporter.watch import IDLE_NAMES_TICKS, RUNNING_REFRESH_TICKS, BrokerWatch
 from exporter.web import ExporterHTTPServer
 from exporter.webconfig import WebConfigReloader
@@ -162,6 +163,7 @@ class Exporter:
             self.broker_display(),
             self.ready,
             web_config=self.web_config,
+            page=status_page(self.watches),
         )
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
