@@ -46,6 +46,10 @@ BROKER_LABEL = "broker"
 __all__ = ["IDLE_NAMES_TICKS", "RUNNING_REFRESH_TICKS", "Exporter", "run"]
 
 
+class ListenError(Exception):
+    """The listen address cannot be bound (one line for the user, exit 2)."""
+
+
 class _Collect(Collector):
     """Adapts a ``collect`` callable (optionally under a lock) to the registry, adding
     constant labels (the broker's name) to every sample."""
@@ -157,14 +161,19 @@ class Exporter:
 
     def start(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
-        self.http = ExporterHTTPServer(
-            (host, port),
-            self.registry,
-            self.broker_display(),
-            self.ready,
-            web_config=self.web_config,
-            page=status_page(self.watches),
-        )
+        try:
+            self.http = ExporterHTTPServer(
+                (host, port),
+                self.registry,
+                self.broker_display(),
+                self.ready,
+                web_config=self.web_config,
+                page=status_page(self.watches),
+            )
+        except OSError as exc:  # in use, not an address of this host, privileged port...
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            reason = (exc.strerror or str(exc)).lower()
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
         log.info(
