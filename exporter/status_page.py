@@ -76,7 +76,7 @@ def broker_status(watch: BrokerWatch) -> BrokerStatus:
     kind, error = health.broker_error or (None, None)
     obs = observation_of(
         watch,
-        window=max(0.0, watch.clock() - watch.started_at),
+        window=float(max(0, int(watch.clock() - watch.started_at))),
         broker_ok=up,
         broker_error=error if not up else None,
         broker_error_kind=kind if not up else None,
@@ -122,13 +122,11 @@ def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def _queue_severity(q: QueueView, any_alive: bool) -> str | None:
+def _queue_severity(q: QueueView) -> str | None:
     """As diagnose judges the queue (findings.py): the row's highlight."""
     has_consumer = bool(q.consumers) or bool(q.broker_consumers)
-    if q.ready and not has_consumer and any_alive:
-        return CRITICAL
     if q.ready and not has_consumer:
-        return WARNING  # no worker at all: the broker-wide finding says so
+        return CRITICAL  # routed to a queue nobody consumes, or no worker alive at all
     if q.ready >= BACKLOG_THRESHOLD:
         return WARNING
     return None
@@ -136,7 +134,7 @@ def _queue_severity(q: QueueView, any_alive: bool) -> str | None:
 
 def _worker_severity(w: WorkerView) -> str | None:
     if not w.alive:
-        return CRITICAL
+        return WARNING  # killed, or scaled down: its series stay until --worker-purge-after
     if w.task_events is False:
         return WARNING
     return None
@@ -164,9 +162,8 @@ def _findings_html(found: list[Finding]) -> list[str]:
 def _queues_html(obs: Observation) -> list[str]:
     if not obs.queues:
         return ["<p>No queue sampled yet.</p>"]
-    any_alive = any(w.alive for w in obs.workers)
     ranked = sorted(
-        ((_queue_severity(q, any_alive), q) for q in obs.queues),
+        ((_queue_severity(q), q) for q in obs.queues),
         key=lambda sq: (_rank(sq[0]), -sq[1].ready, sq[1].name),
     )
     out = [
