@@ -45,7 +45,12 @@ def test_routing_mismatch_in_a_real_browser(
 
     def settled() -> str | None:
         page = exporter.get("/")[1]
-        wanted = ("holds 9 messages and no worker consumes it", "2 senders seen", "celery</code>")
+        # The worker's active_queues reply has arrived once the cause names its queue.
+        wanted = (
+            "holds 9 messages and no worker consumes it",
+            "2 senders seen",
+            "workers consume <code>celery</code>:",
+        )
         return page if all(w in page for w in wanted) else None
 
     page = wait_for(settled, 60, interval=0.5, message=lambda: exporter.get("/")[1])
@@ -58,7 +63,7 @@ def test_routing_mismatch_in_a_real_browser(
     assert (
         "Cause: workers consume celery: the tasks are routed to a queue no worker listens to"
         in lines
-    )
+    ), text
     assert (
         "Fix: check task routes / worker -Q (add ml_processing to a worker's -Q, or "
         "celery control add_consumer ml_processing)"
