@@ -51,7 +51,8 @@ border-top:2px solid #ddd;padding-top:12px}h3{font-size:1em;margin:16px 0 4px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e4e4e4;vertical-align:top}
 th{background:#f5f5f7;white-space:nowrap}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.critical td,tr.warning td{background:none}tr.critical{background:#fde2e1}
-tr.warning{background:#fff1cc}code{font-size:.95em;word-break:break-all}
+tr.warning{background:#fff1cc}code{font-size:.95em;overflow-wrap:anywhere}
+td code{white-space:nowrap}
 footer{margin-top:24px;color:#555;font-size:.85em}
 """
 
