@@ -1,4 +1,4 @@
-"""The README agrees with the documents it summarises."""
+"""The README agrees with the documents it summarises; packaging metadata stays current."""
 
 from __future__ import annotations
 
@@ -26,3 +26,10 @@ def test_readme_screenshot_of_the_status_page_exists() -> None:
     readme = (ROOT / "README.md").read_text()
     (path,) = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", readme)
     assert (ROOT / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_license_is_an_spdx_string_for_setuptools() -> None:
+    """A `license = {text = ...}` table makes setuptools warn on every install."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "Apache-2.0"$', pyproject, flags=re.M)
+    assert re.search(r'^requires = \["setuptools>=77"\]', pyproject, flags=re.M)  # PEP 639
