@@ -162,6 +162,7 @@ class Exporter:
             self.broker_display(),
             self.ready,
             web_config=self.web_config,
+            write_timeout=self.settings.web_write_timeout_seconds,
         )
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
