@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.events.decode import MalformedMessage, decode_events
-from exporter.events.ranges import EventRanges
+from exporter.events.ranges import CHECKED_TYPES, EventRanges
 from exporter.events.reorder import Reorder
 from exporter.events.tasks import TaskEventHandler, TaskHandler
 from exporter.events.workers import WorkerEventHandler
@@ -63,6 +63,7 @@ class EventDispatcher:
         self._event_counts = health.events.values
         self._hostnames: dict[str, str] = {}
         self.ranges = ranges if ranges is not None else EventRanges()
+        self._window = self.ranges.time_window
         # The cap on worker hostnames (shared with the worker event handler); None: no cap.
         self.hostnames = hostnames
         self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
@@ -118,7 +119,15 @@ class EventDispatcher:
             if type(uuid) is not str or not uuid or len(uuid) > MAX_UUID_LENGTH:
                 self._skip("bad_uuid", "%s event without a usable uuid", etype)
                 return
-            event = self._in_range(event, etype, now)
+            ts = event.get("timestamp")
+            if (
+                type(ts) is float
+                and etype not in CHECKED_TYPES
+                and -self._window <= now - ts <= self._window
+            ):  # the usual case, inline: a float timestamp and nothing else to check
+                self.health.event_lag = now - ts
+            else:
+                event = self._in_range(event, etype, now)
             if etype == "task-sent":
                 hostname = UNKNOWN  # a producer's hostname labels nothing (nor takes a place)
             else:

@@ -43,6 +43,10 @@ _FIELDS: dict[str, tuple[_Bound, ...]] = {
 }
 
 
+# Event types with numbers besides the timestamp to check.
+CHECKED_TYPES = frozenset(_FIELDS)
+
+
 class EventRanges:
     def __init__(self, time_window: float = DEFAULT_TIME_WINDOW_SECONDS) -> None:
         self.time_window = time_window
