@@ -132,9 +132,9 @@ class EventConsumer:
             backoff = min(backoff * 2, self.settings.reconnect_max_backoff_seconds)
 
     def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
-        """A connection that carried events is gone: down and counted now, before the
-        ``with`` blocks close it (which talks to the broker: up to the socket timeouts when
-        the broker hangs)."""
+        """A connection that carried events is gone: down and counted now; ``run`` then
+        closes it in the background (closing talks to the broker: up to the socket timeouts
+        when the broker hangs)."""
         self._lost = True
         if exc is None:
             self._silent_since = self._last_message_at

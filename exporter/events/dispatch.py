@@ -1,10 +1,12 @@
 """Route each decoded event to its handler, and count what arrives and what is skipped.
 
 Nothing an event contains can stop the stream: an event that is not an object, has no or
-an unknown type, a number out of its range (``events/ranges.py``), or a task event without a
-usable uuid is counted in ``celery_exporter_events_skipped_total{reason}``, logged once per
-reason, and skipped. Each event of a batch is applied on its own: one that fails costs only
-itself, never the events after it.
+an unknown type, or a task event without a usable uuid is counted in
+``celery_exporter_events_skipped_total{reason}``, logged once per reason, and skipped. A
+number out of its range (``events/ranges.py``) is dropped before any handler sees it and
+counted the same way (``reason="out_of_range"``); the event still counts for the rest. Each
+event of a batch is applied on its own: one that fails costs only itself, never the events
+after it.
 """
 
 from __future__ import annotations
