@@ -236,7 +236,8 @@ def test_a_custom_exception_repr_makes_one_series(
 ) -> None:
     """A real task raising an exception whose ``__repr__`` differs each time (an order id)."""
     exporter = exporter_factory(redis_url)
-    worker_factory(redis_url, "reprs@h").wait_ready()
+    # Prefork: the traceback is formatted in the pool process and sent by the parent.
+    worker_factory(redis_url, "reprs@h", pool="prefork").wait_ready()
     producer = producer_factory(redis_url)
     for i in range(5):
         producer.send("tests.repr_error", args=(i,))
