@@ -15,9 +15,14 @@ import click
 from exporter import __version__
 from exporter.redact import redact_text
 from exporter.settings import (
+    DEFAULT_EVENT_TIME_WINDOW_SECONDS,
+    DEFAULT_MAX_EXCEPTION_CLASSES,
+    DEFAULT_MAX_QUEUE_NAMES,
     DEFAULT_MAX_TASK_NAMES,
+    DEFAULT_MAX_WORKER_HOSTNAMES,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
+    DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
     Settings,
     option_scopes,
     parse_broker_spec,
@@ -337,6 +342,51 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "0: never.",
 )
 @click.option(
+    "--max-queue-names",
+    type=int,
+    default=DEFAULT_MAX_QUEUE_NAMES,
+    show_default=True,
+    callback=_positive("max-queue-names", allow_zero=True),
+    help="Distinct queue names from task-sent events with series of their own (and sampled "
+    'as discovered queues); later ones count under queue_name="(other)". 0: no cap.',
+)
+@click.option(
+    "--max-worker-hostnames",
+    type=int,
+    default=DEFAULT_MAX_WORKER_HOSTNAMES,
+    show_default=True,
+    callback=_positive("max-worker-hostnames", allow_zero=True),
+    help="Distinct worker hostnames tracked (down workers give their place up when purged); "
+    "events of later ones are counted but the workers are not tracked, and their task "
+    'events count under hostname="(other)". 0: no cap.',
+)
+@click.option(
+    "--max-exception-classes",
+    type=int,
+    default=DEFAULT_MAX_EXCEPTION_CLASSES,
+    show_default=True,
+    callback=_positive("max-exception-classes", allow_zero=True),
+    help="Distinct exception class names on celery_task_failed_total; later ones count "
+    'under exception="(other)". 0: no cap.',
+)
+@click.option(
+    "--event-time-window",
+    type=float,
+    default=DEFAULT_EVENT_TIME_WINDOW_SECONDS,
+    show_default=True,
+    callback=_positive("event-time-window"),
+    help="Seconds an event's timestamp may be away from the exporter's clock (either way); "
+    'events beyond it are skipped and counted as reason="out_of_range".',
+)
+@click.option(
+    "--web-write-timeout",
+    type=float,
+    default=DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
+    show_default=True,
+    callback=_positive("web-write-timeout"),
+    help="Seconds a client has to read a whole response; a client that does not read is dropped.",
+)
+@click.option(
     "--task-worker-label/--no-task-worker-label",
     default=True,
     show_default=True,
@@ -522,6 +572,11 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_task_names=options["max_task_names"],
         task_name_forget_after_seconds=options["task_name_forget_after"],
         task_worker_label=options["task_worker_label"],
+        max_queue_names=options["max_queue_names"],
+        max_worker_hostnames=options["max_worker_hostnames"],
+        max_exception_classes=options["max_exception_classes"],
+        event_time_window_seconds=options["event_time_window"],
+        web_write_timeout_seconds=options["web_write_timeout"],
     )
 
 

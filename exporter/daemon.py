@@ -169,6 +169,7 @@ class Exporter:
                 self.ready,
                 web_config=self.web_config,
                 page=status_page(self.watches),
+                write_timeout=self.settings.web_write_timeout_seconds,
             )
         except OSError as exc:  # in use, not an address of this host, privileged port...
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -44,6 +44,14 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
 # in alerts/ (tests/test_series_limits.py checks), so no alert loses a series it needs.
 MIN_TASK_NAME_FORGET_SECONDS = 7200.0
 DEFAULT_MAX_TASK_NAMES = 5000
+# Caps on the other label values events name (state/label_cap.py), and the window around
+# the exporter's clock an event's timestamp must fall in (events/ranges.py).
+DEFAULT_MAX_QUEUE_NAMES = 1000
+DEFAULT_MAX_WORKER_HOSTNAMES = 2000
+DEFAULT_MAX_EXCEPTION_CLASSES = 500
+DEFAULT_EVENT_TIME_WINDOW_SECONDS = 86400.0
+# Seconds a client has to take a whole response (web.py).
+DEFAULT_WEB_WRITE_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,13 @@ class Settings:
     task_name_forget_after_seconds: float = 0.0  # 0: never
     # False drops `hostname` from the task counters (worker pods churn).
     task_worker_label: bool = True
+    # Caps on label values from events, beyond which they count under (other); 0: no cap.
+    max_queue_names: int = DEFAULT_MAX_QUEUE_NAMES
+    max_worker_hostnames: int = DEFAULT_MAX_WORKER_HOSTNAMES
+    max_exception_classes: int = DEFAULT_MAX_EXCEPTION_CLASSES
+    # An event whose timestamp is further than this from the exporter's clock is skipped.
+    event_time_window_seconds: float = DEFAULT_EVENT_TIME_WINDOW_SECONDS
+    web_write_timeout_seconds: float = DEFAULT_WEB_WRITE_TIMEOUT_SECONDS
     # Several named brokers (NAME, URL), each watched on its own and labelled broker=NAME.
     # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
     # NAME:key, and --queues entries NAME:queue, apply to that broker only.

@@ -22,6 +22,7 @@ from exporter.broker import make_app
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
+from exporter.events.ranges import EventRanges
 from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
@@ -32,6 +33,7 @@ from exporter.metrics.workers import WorkerCollector
 from exporter.settings import Settings
 from exporter.sources.runner import QueueSampler
 from exporter.sources.select import make_queue_source
+from exporter.state.label_cap import LabelCap
 from exporter.state.queue_registry import QueueRegistry
 from exporter.state.task_names import TaskNames
 from exporter.state.task_tracker import TaskTracker
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 RUNNING_REFRESH_TICKS = 5
 # Idle task names are looked for once a minute (an O(series) scan).
 IDLE_NAMES_TICKS = 60
+
+# Per clock tick, workers named one by one in a log line; a flood of hostnames adds one more
+# line per tick, not one per hostname.
+MAX_WORKERS_LOGGED_PER_TICK = 5
 
 # A metric source, and the lock (if any) to hold while it collects.
 Source = tuple[Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
@@ -87,14 +93,33 @@ class BrokerWatch:
         tracker = TaskTracker(
             settings.task_tracker_max_tasks, settings.task_tracker_max_age_seconds
         )
-        self.worker_events = WorkerEventHandler(self.workers, self.control.ask_queues)
+        dropped = self.health.dropped_label_values
+        hostnames = LabelCap(
+            "hostname", settings.max_worker_hostnames, dropped, "--max-worker-hostnames"
+        )
+        self.worker_events = WorkerEventHandler(self.workers, self.control.ask_queues, hostnames)
+        task_events = TaskEventHandler(
+            self.task_metrics,
+            tracker,
+            self.worker_queues.only_queue,
+            task_names,
+            queue_names=LabelCap(
+                "queue_name", settings.max_queue_names, dropped, "--max-queue-names",
+                preset=settings.queues,
+            ),
+            exceptions=LabelCap(
+                "exception", settings.max_exception_classes, dropped, "--max-exception-classes"
+            ),
+        )  # fmt: skip
         self.dispatcher = EventDispatcher(
-            TaskEventHandler(self.task_metrics, tracker, self.worker_queues.only_queue, task_names),
+            task_events,
             self.worker_events,
             self.workers,
             self.health,
             clock,
             reorder_window=settings.reorder_window_seconds,
+            ranges=EventRanges(settings.event_time_window_seconds),
+            hostnames=hostnames,
         )
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock
@@ -150,14 +175,19 @@ class BrokerWatch:
         now = self.clock()
         prefix = self.display_name
         down, purged, events_off = self.workers.sweep(now)
-        for hostname in down:
-            log.warning("%sworker %s is down: heartbeats overdue", prefix, hostname)
+        _log_some(
+            logging.WARNING, down, "%sworker %s is down: heartbeats overdue", prefix,
+            "%s%d more workers are down: heartbeats overdue",
+        )  # fmt: skip
         for hostname in purged:
             self.worker_events.forget(hostname)
             self.control.forget(hostname)
             self.dispatcher.forget_worker(hostname)
             self.health.dropped_label_values.inc(("hostname", "idle"))
-            log.info("%sforgot worker %s (down longer than the purge time)", prefix, hostname)
+        _log_some(
+            logging.INFO, purged, "%sforgot worker %s (down longer than the purge time)", prefix,
+            "%sforgot %d more workers (down longer than the purge time)",
+        )  # fmt: skip
         for hostname in events_off:
             self._hint(
                 ("events-off", hostname),
@@ -193,3 +223,12 @@ class BrokerWatch:
         self.consumer.stop(timeout=1.0)
         self.control.stop(timeout=0.5)
         self.queue_sampler.stop(timeout=0.3)
+
+
+def _log_some(level: int, hostnames: list[str], each: str, prefix: str, rest: str) -> None:
+    """One line per worker up to ``MAX_WORKERS_LOGGED_PER_TICK``, then one for the rest."""
+    for hostname in hostnames[:MAX_WORKERS_LOGGED_PER_TICK]:
+        log.log(level, each, prefix, hostname)
+    more = len(hostnames) - MAX_WORKERS_LOGGED_PER_TICK
+    if more > 0:
+        log.log(level, rest, prefix, more)

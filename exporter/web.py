@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 # Seconds a new connection has to complete its TLS handshake.
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# Connections the kernel queues while the accept loop is busy (capped by net.core.somaxconn).
+# Python's default of 5 overflows when many clients connect at once (a connection per
+# request): each dropped SYN costs the client a 1 s retransmit (bench/backlog.py).
+LISTEN_BACKLOG = 1024
+# Bytes written per send under the write deadline.
+WRITE_CHUNK_BYTES = 256 * 1024
 # What a client that speaks plain HTTP to the TLS port gets (as Go's net/http answers it).
 _PLAIN_HTTP_ANSWER = (
     b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -76,6 +82,7 @@ def _wait(sock: socket.socket, events: int, deadline: float) -> bool:
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -85,7 +92,10 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         ready: Callable[[], tuple[bool, str]],
         web_config: WebConfigReloader | None = None,
         page: Callable[[], str] | None = None,
+        write_timeout: float = 30.0,
     ) -> None:
+        # Seconds a client has to take a whole response (--web-write-timeout).
+        self.write_timeout = write_timeout
         # An IPv6 literal needs an IPv6 socket.
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -209,7 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self, web: WebConfig, path: str) -> bool:
         if web.auth is None or not web.needs_auth(path):
             return True
-        return web.auth.check_header(self.headers.get("Authorization"))
+        reason = web.auth.failure(self.headers.get("Authorization"))
+        if reason is None:
+            return True
+        config = self.server.web_config
+        if config is not None:
+            config.count_auth_failure(reason)
+        return False
 
     def _metrics(self) -> None:
         try:
@@ -245,9 +261,25 @@ class _Handler(BaseHTTPRequestHandler):
         if web is not None:
             for key, value in web.headers.items():
                 self.send_header(key, value)
+        # The whole response within the deadline: a client that asks and never reads must
+        # not hold its thread and the body (tens of MB at thousands of task names) for ever.
+        deadline = time.monotonic() + self.server.write_timeout
+        previous = self.connection.gettimeout()
+        self._until(deadline)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            view = memoryview(body)
+            for start in range(0, len(body), WRITE_CHUNK_BYTES):
+                self._until(deadline)
+                self.wfile.write(view[start : start + WRITE_CHUNK_BYTES])
+        self.connection.settimeout(previous)
+
+    def _until(self, deadline: float) -> None:
+        """The next blocking write gives up at ``deadline`` (the connection is then closed)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the client did not read the response in time")
+        self.connection.settimeout(remaining)
 
     def _landing(self) -> str:
         ready, why = self.server.ready()

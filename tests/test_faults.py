@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
 import urllib.request
 import uuid
@@ -99,6 +100,17 @@ def test_broker_down_seconds_accumulate_outages_only() -> None:
     health.set_broker_up(True, 1015.0)
     now[0] = 1100.0
     assert health.broker_down_seconds() == 6.0
+    # A hang noticed at 1130 began with the silence after the last event, at 1120...
+    health.set_broker_up(False, 1130.0)
+    health.backdate_outage(1120.0)
+    now[0] = 1131.0
+    assert health.broker_down_seconds() == 6.0 + 11.0
+    # ...but never before the connection came up (outages never overlap).
+    health.set_broker_up(True, 1131.0)
+    health.set_broker_up(False, 1140.0)
+    health.backdate_outage(1100.0)
+    now[0] = 1141.0
+    assert health.broker_down_seconds() == 17.0 + 10.0
 
 
 # -- slow and hung broker -------------------------------------------------------------------------
@@ -178,6 +190,49 @@ def test_slow_then_hung_broker(
     assert gap >= down_before_resume
     assert metric(exporter, "celery_exporter_broker_down_seconds_total") == gap
     assert exporter.process.running
+
+
+def test_hung_broker_is_down_from_its_last_event_and_each_attempt_keeps_its_timeout(
+    redis_url: str, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """A broker that hangs (accepts, never answers) is an outage from the last event that
+    arrived, not from the watchdog's verdict; the first reconnect attempt after it takes its
+    socket timeout (5 s), not also the close of the lost connection."""
+    proxy = FaultProxy(broker_port(redis_url)).start()
+    exporter = exporter_factory(
+        via(redis_url, proxy), "--event-watchdog", "3", "--reconnect-max-backoff", "1"
+    )
+    stop = threading.Event()
+
+    def heartbeats() -> None:  # a worker's heartbeats, on the broker directly
+        while not stop.is_set():
+            beat = {"type": "worker-heartbeat", "hostname": "beat@h", "freq": 1.0,
+                    "timestamp": time.time()}  # fmt: skip
+            publish_raw_events(redis_url, [(json.dumps(beat).encode(), "application/json")],
+                               routing_key="worker.heartbeat")  # fmt: skip
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=heartbeats, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: metric(exporter, "celery_worker_up", hostname="beat@h") == 1, 20)
+        hung_at = time.time()
+        proxy.blackhole()
+        wait_for(lambda: metric(exporter, "celery_exporter_broker_up") == 0, 30)
+        noticed = time.monotonic()
+        failures = "celery_exporter_broker_connect_failures_total"
+        wait_for(lambda: metric(exporter, failures) >= 1, 30, message=exporter.log)
+        # 5 s socket timeout + at most 1 s of backoff (+1.5 s for a busy machine); closing
+        # the lost connection used to come first and add another 5 s.
+        assert time.monotonic() - noticed <= 7.5
+        asked = time.time()
+        down = metric(exporter, "celery_exporter_broker_down_seconds_total")
+        # The last heartbeat arrived before the hang (0.25 s for one in flight).
+        assert down >= asked - hung_at - 0.25
+    finally:
+        stop.set()
+        thread.join(5)
+        proxy.close()
 
 
 # -- broker cut for longer than the backoff cap ---------------------------------------------------

@@ -285,3 +285,47 @@ def test_limits_from_the_command_line_with_a_real_worker(
     assert value(s, "celery_exporter_dropped_label_values_total", label="name",
                  reason="over_limit") == 1  # fmt: skip
     assert all("hostname" not in dict(labels) for (n, labels) in s if n.startswith("celery_task_"))
+
+
+def test_label_cap_folds_counts_each_value_once_and_frees_a_place_on_forget() -> None:
+    from exporter.metrics.counting import LabelledCounter
+    from exporter.state.label_cap import LabelCap
+
+    dropped = LabelledCounter("celery_exporter_dropped_label_values_total", "", ("label", "reason"))
+    cap = LabelCap("hostname", 2, dropped, "--max-worker-hostnames", preset=("fixed",))
+    assert [cap.label(v) for v in ("a", "fixed", "b", "c", "c", "(unknown)")] == [
+        "a", "fixed", "b", OTHER, OTHER, "(unknown)"
+    ]  # fmt: skip
+    assert dropped.values[("hostname", "over_limit")] == 1  # "c" once
+    cap.forget("a")  # a purged worker gives its place up
+    assert cap.label("c") == "c"
+    assert cap.label("a") == OTHER
+    assert dropped.values[("hostname", "over_limit")] == 2
+
+
+def test_worker_hostname_cap_and_a_purged_worker_frees_its_place() -> None:
+    clock = Clock()
+    exporter = make_exporter(clock, max_worker_hostnames=1, worker_purge_seconds=60.0)
+
+    def beat(hostname: str) -> None:
+        event = {"type": "worker-heartbeat", "hostname": hostname, "freq": 2.0,
+                 "timestamp": clock.now}  # fmt: skip
+        exporter.dispatcher.on_message(json.dumps(event).encode(), "application/json")
+
+    beat("a@h")
+    beat("b@h")  # over the cap: counted, not tracked
+    run_task(exporter, "t1", "app.t", clock.now, hostname="b@h")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_worker_up", "hostname") == {"a@h"}
+    assert value(samples, "celery_exporter_events_total", type="worker-heartbeat") == 2
+    assert value(samples, "celery_task_succeeded_total", name="app.t", hostname=OTHER,
+                 queue_name="celery") == 1  # fmt: skip
+    assert value(samples, "celery_exporter_dropped_label_values_total",
+                 label="hostname", reason="over_limit") == 1  # fmt: skip
+    clock.now += 11  # a@h down (5 x 2 s), then purged after 60 s
+    exporter.tick()
+    clock.now += 61
+    exporter.tick()
+    beat("b@h")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_worker_up", "hostname") == {"b@h"}

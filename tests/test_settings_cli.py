@@ -61,6 +61,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["diagnose", "--broker-transport-option", "sep=5"], "--broker-transport-option"),
         (["--task-name-forget-after", "600"], "--task-name-forget-after"),
         (["--task-name-forget-after", "soon"], "--task-name-forget-after"),
+        (["--max-queue-names", "-1"], "--max-queue-names"),
+        (["--max-worker-hostnames", "many"], "--max-worker-hostnames"),
+        (["--max-exception-classes", "-1"], "--max-exception-classes"),
+        (["--event-time-window", "0"], "--event-time-window"),
+        (["--web-write-timeout", "0"], "--web-write-timeout"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:
@@ -123,6 +128,14 @@ def test_defaults() -> None:
     assert settings.runtime_buckets == DEFAULT_RUNTIME_BUCKETS
     assert settings.runtime_buckets[-1] == 3600.0
     assert settings.transport_options == {}
+    # Caps and ranges on what events can do (docs/reliability.md lists them).
+    assert (
+        settings.max_queue_names,
+        settings.max_worker_hostnames,
+        settings.max_exception_classes,
+        settings.event_time_window_seconds,
+        settings.web_write_timeout_seconds,
+    ) == (1000, 2000, 500, 86400.0, 30.0)
 
 
 def test_every_option_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:

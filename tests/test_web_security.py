@@ -267,8 +267,16 @@ def test_wrong_password_unknown_user_and_no_credentials_get_401(
             assert request(conn, "/healthz", basic("prometheus", PASSWORD)).status == 200
         # A wrong password after a cached good one is still refused.
         assert request(conn, "/healthz", basic("prometheus", "wrong")).status == 401
+        # Every refusal is counted, by reason (5 paths per attempt above, plus that one).
+        body = request(conn, "/metrics", basic("prometheus", PASSWORD)).body
     finally:
         conn.close()
+    assert samples_of(body, "celery_exporter_http_auth_failures_total") == {
+        frozenset({("reason", "wrong_password")}): 5 + 1,
+        frozenset({("reason", "unknown_user")}): 5,
+        frozenset({("reason", "missing")}): 5,
+        frozenset({("reason", "malformed")}): 3 * 5,
+    }
     assert_no_secrets(exporter.log())
 
 
@@ -723,6 +731,8 @@ def test_reload_metrics_are_documented_without_a_broker_label() -> None:
     assert documented["celery_exporter_web_config_reloads_total"].type == "counter"
     gauge = documented["celery_exporter_web_config_last_reload_success_timestamp_seconds"]
     assert (gauge.type, gauge.labels) == ("gauge", frozenset())
+    refused = documented["celery_exporter_http_auth_failures_total"]
+    assert (refused.type, refused.labels) == ("counter", {"reason"})
 
 
 def test_help_lists_the_option() -> None:

@@ -11,7 +11,12 @@ and decodes through kombu's generic path; this consumer owns the connection inst
   reconnect;
 - a hung broker (accepts, never answers) must not hang the consumer: socket timeouts on the
   event connection (unless the transport options set their own), and the broker is marked
-  down before the connection is closed (closing talks to the broker too).
+  down before the connection is closed. A lost connection is closed on a thread of its own
+  (closing talks to the broker, up to the socket timeouts), so each new attempt starts at
+  once and takes at most its own timeout;
+- the outage clock: when the watchdog gives up on a silent connection and the reconnect
+  then fails (a hung broker, not just quiet workers), the outage is counted from the last
+  event that arrived, not from the watchdog's verdict.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class EventConsumer:
         self._thread: threading.Thread | None = None
         self._last_message_at = 0.0
         self._lost = False
+        # When the watchdog gave up on a silent connection: the last event before the silence.
+        self._silent_since: float | None = None
         self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
         # The direct Redis reader of the current connection (None for RabbitMQ).
         self.stream: RedisEventStream | None = None
@@ -90,13 +97,22 @@ class EventConsumer:
         while not self.stopping.is_set():
             self._lost = False
             try:
-                with self._connection() as conn:
+                conn = self._connection()
+                try:
                     self._consume(conn)
+                finally:
+                    if self._lost:
+                        _release_in_background(conn)
+                    else:
+                        conn.release()
             except Exception as exc:
                 if self._lost:
-                    # Already counted and logged; closing the lost connection failed too.
-                    log.debug("closing the lost connection failed: %s", _describe(exc))
+                    log.debug("the lost connection failed: %s", _describe(exc))
                 else:
+                    if self._silent_since is not None:
+                        # The silence the watchdog noticed was the broker hanging.
+                        self.health.backdate_outage(self._silent_since)
+                        self._silent_since = None
                     if not outage_logged:
                         log.error(
                             "cannot reach the broker: %s (retrying %s)",
@@ -118,10 +134,12 @@ class EventConsumer:
             backoff = min(backoff * 2, self.settings.reconnect_max_backoff_seconds)
 
     def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
-        """A connection that carried events is gone: down and counted now, before the
-        ``with`` blocks close it (which talks to the broker: up to the socket timeouts when
-        the broker hangs)."""
+        """A connection that carried events is gone: down and counted now; ``run`` then
+        closes it in the background (closing talks to the broker: up to the socket timeouts
+        when the broker hangs)."""
         self._lost = True
+        if exc is None:
+            self._silent_since = self._last_message_at
         # Counted before shown down: a scrape that sees the broker down sees why.
         self.health.reconnects.inc((reason,))
         self.consuming.clear()
@@ -173,15 +191,21 @@ class EventConsumer:
         consumer = Consumer(
             channel, queues=[self._queue(conn)], no_ack=True, on_message=self._handle
         )
-        with consumer:
-            try:
-                self._drain(conn, channel)
-            except WatchdogExpired:
-                self._connection_lost("watchdog", None)
-            except Exception as exc:
-                if not self.consuming.is_set():
-                    raise  # never consumed: a failed connection attempt
-                self._connection_lost("error", exc)
+        consumer.consume()
+        try:
+            self._drain(conn, channel)
+        except WatchdogExpired:
+            self._connection_lost("watchdog", None)
+        except Exception as exc:
+            if not self.consuming.is_set():
+                raise  # never consumed: a failed connection attempt
+            self._connection_lost("error", exc)
+        finally:
+            if not self._lost:  # a lost connection is released whole, in the background
+                try:
+                    consumer.cancel()
+                except conn.connection_errors:
+                    pass
 
     def _drain(self, conn: Connection, channel: object) -> None:
         self._last_message_at = 0.0
@@ -211,6 +235,7 @@ class EventConsumer:
                     pass
             if not self.consuming.is_set():
                 self.consuming.set()
+                self._silent_since = None
                 self.health.set_broker_up(True, self.clock())
                 log.info("consuming events from %s", redact_url(self.settings.broker_url))
             if (
@@ -236,6 +261,19 @@ class EventConsumer:
     def _skipped(self, reason: str) -> None:
         self._last_message_at = self.clock()
         self.health.skipped.inc((reason,))
+
+
+def _release_in_background(conn: Connection) -> None:
+    """Close a lost connection without making the next attempt wait for it (a hung broker
+    holds each close up to the socket timeouts)."""
+
+    def release() -> None:
+        try:
+            conn.release()
+        except Exception as exc:
+            log.debug("closing the lost connection failed: %s", _describe(exc))
+
+    threading.Thread(target=release, name="close-lost-connection", daemon=True).start()
 
 
 def _describe(exc: BaseException) -> str:

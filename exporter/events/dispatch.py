@@ -2,7 +2,11 @@
 
 Nothing an event contains can stop the stream: an event that is not an object, has no or
 an unknown type, or a task event without a usable uuid is counted in
-``celery_exporter_events_skipped_total{reason}``, logged once per reason, and skipped.
+``celery_exporter_events_skipped_total{reason}``, logged once per reason, and skipped. A
+number out of its range (``events/ranges.py``) is dropped before any handler sees it and
+counted the same way (``reason="out_of_range"``); the event still counts for the rest. Each
+event of a batch is applied on its own: one that fails costs only itself, never the events
+after it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.events.decode import MalformedMessage, decode_events
+from exporter.events.ranges import CHECKED_TYPES, EventRanges
 from exporter.events.reorder import Reorder
 from exporter.events.tasks import TaskEventHandler, TaskHandler
 from exporter.events.workers import WorkerEventHandler
-from exporter.labels import cached_label
+from exporter.labels import UNKNOWN, cached_label
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
+from exporter.state.label_cap import LabelCap
 from exporter.state.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ class EventDispatcher:
         health: ExporterHealth,
         clock: Callable[[], float] = time.time,
         reorder_window: float = 2.0,
+        ranges: EventRanges | None = None,
+        hostnames: LabelCap | None = None,
     ) -> None:
         self.tasks = tasks
         self.workers = workers
@@ -56,6 +64,10 @@ class EventDispatcher:
         }
         self._event_counts = health.events.values
         self._hostnames: dict[str, str] = {}
+        self.ranges = ranges if ranges is not None else EventRanges()
+        self._window = self.ranges.time_window
+        # The cap on worker hostnames (shared with the worker event handler); None: no cap.
+        self.hostnames = hostnames
         self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
         self.reorder = Reorder(tasks.tracker, reorder_window)
         # Guards the task tracker and the task/health counters: events are applied on the
@@ -76,7 +88,10 @@ class EventDispatcher:
             return
         with self.lock:
             for event in events:
-                self._dispatch(event, now)
+                try:
+                    self._dispatch(event, now)
+                except Exception:  # costs this event only, never the rest of the batch
+                    self._handler_error(event.get("type") if type(event) is dict else None)
             health = self.health
             health.last_event_at = now
             health.tracked_tasks = len(self.tasks.tracker)
@@ -97,10 +112,6 @@ class EventDispatcher:
         if type(etype) is not str:
             self._skip("missing_type", "no string 'type' field")
             return
-        ts = event.get("timestamp")
-        if type(ts) is float or type(ts) is int:
-            self.health.event_lag = now - ts
-
         route = self._task_routes.get(etype)
         if route is not None:
             task_handler, key = route
@@ -110,12 +121,23 @@ class EventDispatcher:
             if type(uuid) is not str or not uuid or len(uuid) > MAX_UUID_LENGTH:
                 self._skip("bad_uuid", "%s event without a usable uuid", etype)
                 return
-            raw = event.get("hostname")
-            hostname = self._hostnames.get(raw) if type(raw) is str else None
-            if hostname is None:
-                hostname = self._hostname(raw)
-            if etype != "task-sent" and self.registry.task_event(hostname):
-                log.info("worker %s sends task events", hostname)
+            ts = event.get("timestamp")
+            if (
+                type(ts) is float
+                and etype not in CHECKED_TYPES
+                and -self._window <= now - ts <= self._window
+            ):  # the usual case, inline: a float timestamp and nothing else to check
+                self.health.event_lag = now - ts
+            else:
+                event = self._in_range(event, etype, now)
+            if etype == "task-sent":
+                hostname = UNKNOWN  # a producer's hostname labels nothing (nor takes a place)
+            else:
+                raw = event.get("hostname")
+                cached = self._hostnames.get(raw) if type(raw) is str else None
+                hostname = cached if cached is not None else self._hostname(raw)
+                if self.registry.task_event(hostname):
+                    log.info("worker %s sends task events", hostname)
             if self.reorder.hold(etype, uuid, event, now):
                 return
             try:
@@ -130,6 +152,7 @@ class EventDispatcher:
         worker_handler = self._worker_handlers.get(etype)
         if worker_handler is not None:
             self.health.events.inc((etype,))
+            event = self._in_range(event, etype, now)
             try:
                 worker_handler(event, now)
             except Exception:  # never let one event stop the stream
@@ -139,9 +162,35 @@ class EventDispatcher:
         else:
             self._skip("unknown_type", "type %.80r", etype)
 
+    def _in_range(self, event: Event, etype: str, now: float) -> Event:
+        """``event`` without its out-of-range numbers (counted, logged once per field)."""
+        bad = self.ranges.bad_fields(event, etype, now)
+        if bad:
+            self.health.skipped.inc(("out_of_range",))
+            for field in bad:
+                self._log_once(
+                    ("out_of_range", field),
+                    logging.WARNING,
+                    "ignoring the %s of a %.80r event: %.40r is out of range%s",
+                    field,
+                    etype,
+                    event.get(field),
+                    " (is the sender's clock wrong? see --event-time-window)"
+                    if field == "timestamp"
+                    else "",
+                )
+            event = {k: v for k, v in event.items() if k not in bad}
+        ts = event.get("timestamp")
+        if type(ts) is float or type(ts) is int:
+            self.health.event_lag = now - ts  # within the time window: finite
+        return event
+
     def _hostname(self, raw: object) -> str:
-        """``cached_label`` of a hostname, kept in a small dict the hot path reads."""
+        """The ``hostname`` label of a task event (``cached_label``, then the cap), kept in a
+        small dict the hot path reads."""
         hostname = cached_label(raw)
+        if self.hostnames is not None:
+            hostname = self.hostnames.label(hostname)
         if type(raw) is str:
             if len(self._hostnames) >= MAX_CACHED_HOSTNAMES:
                 self._hostnames.clear()
@@ -159,7 +208,7 @@ class EventDispatcher:
     def _apply_held(self, event: Event, now: float) -> None:
         # Held events were validated on arrival.
         handler = self._task_handlers[event["type"]]
-        self._apply_task(handler, event, event["uuid"], cached_label(event.get("hostname")), now)
+        self._apply_task(handler, event, event["uuid"], self._hostname(event.get("hostname")), now)
 
     def _handler_error(self, etype: object) -> None:
         self.health.skipped.inc(("handler_error",))
@@ -190,6 +239,9 @@ class EventDispatcher:
         """Remove a forgotten worker's task series (pod churn must not grow them forever)."""
         with self.lock:
             self.tasks.metrics.forget("hostname", hostname)
+            if self.hostnames is not None:
+                self.hostnames.forget(hostname)
+                self._hostnames.clear()  # cached decisions may name it
 
     def forget_idle_names(self, now: float, forget_after: float, keep: set[str]) -> list[str]:
         """Remove the series of task names without events for ``forget_after`` seconds

@@ -20,6 +20,7 @@ from typing import Any
 from exporter.labels import UNKNOWN, cached_label
 from exporter.metrics.tasks import TaskMetrics
 from exporter.state.arrivals import ArrivalTracker
+from exporter.state.label_cap import LabelCap
 from exporter.state.task_names import OTHER, TaskNames
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
@@ -28,6 +29,7 @@ TaskHandler = Callable[[Event, str, str, float], None]
 MAX_QUEUES_SEEN = 1_000
 
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
+_QUALIFIED_CLASS = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*){0,30}")
 
 
 def event_time(event: Event, now: float) -> float:
@@ -49,11 +51,25 @@ def parse_eta(value: object) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError):  # year 1 or 9999 shifted by its UTC offset
+        return None
 
 
-def exception_class(value: object) -> str:
-    """``ValueError('boom')`` -> ``ValueError``; Celery sends the exception's repr."""
+def exception_class(value: object, traceback: object = None) -> str:
+    """The class name of a failure's exception, never its ``repr``.
+
+    Celery sends the exception's ``repr`` and the formatted traceback. A class can define any
+    ``__repr__`` (a counter, an id), so the name comes from the traceback's last exception
+    line (``myapp.errors.PaymentError: message``), as its last dotted part (what the default
+    ``repr`` shows). Without a traceback, the name the ``repr`` starts with:
+    ``ValueError('boom')`` -> ``ValueError``.
+    """
+    if isinstance(traceback, str):
+        name = _traceback_class(traceback)
+        if name is not None:
+            return name
     if isinstance(value, str):
         # Celery 5.7 reports Reject(requeue=False) as task-failed too, with this repr.
         if value.startswith("reject requeue="):
@@ -64,6 +80,22 @@ def exception_class(value: object) -> str:
     return UNKNOWN
 
 
+def _traceback_class(text: str) -> str | None:
+    """``PaymentError`` from a traceback whose last exception is ``app.PaymentError: ...``."""
+    start = text.rfind("Traceback (most recent call last):")
+    if start < 0:
+        return None
+    # The first line after the frames (which are indented) names the exception.
+    for line in text[start:].splitlines()[1:]:
+        if line[:1].isspace() or not line:
+            continue
+        qualified = line.split(":", 1)[0].strip()
+        if _QUALIFIED_CLASS.fullmatch(qualified):
+            return qualified.rsplit(".", 1)[-1]
+        return None
+    return None
+
+
 class TaskEventHandler:
     def __init__(
         self,
@@ -71,6 +103,8 @@ class TaskEventHandler:
         tracker: TaskTracker,
         queue_of_worker: Callable[[str], str | None],
         names: TaskNames | None = None,
+        queue_names: LabelCap | None = None,
+        exceptions: LabelCap | None = None,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker
@@ -80,6 +114,9 @@ class TaskEventHandler:
         self.worker_label = metrics.worker_label
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
+        # Caps on the queue names task-sent events carry and on exception classes.
+        self.queue_names = queue_names
+        self.exceptions = exceptions
         # Queues named by task-sent events since the sampler last asked (queue discovery).
         self.queues_seen: set[str] = set()
         self.arrivals = ArrivalTracker()
@@ -120,7 +157,8 @@ class TaskEventHandler:
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
         task.name = name = self.names.label(event.get("name"))
         self.names.touch(name, now)
-        task.queue = cached_label(event.get("queue"))
+        queue = cached_label(event.get("queue"))
+        task.queue = queue if self.queue_names is None else self.queue_names.label(queue)
         sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
         # A retry is sent again with the same uuid: its previous start is history.
@@ -130,7 +168,8 @@ class TaskEventHandler:
             sender = event.get("hostname")
             if name != OTHER and name != UNKNOWN:  # a mix of names has no rhythm
                 self.arrivals.arrive(name, sent_at, sender if type(sender) is str else None)
-        if task.queue != UNKNOWN and len(self.queues_seen) < MAX_QUEUES_SEEN:
+        # A folded name is not a queue to sample; an admitted one is vouched for by the cap.
+        if task.queue not in (UNKNOWN, OTHER) and len(self.queues_seen) < MAX_QUEUES_SEEN:
             self.queues_seen.add(task.queue)
 
     def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
@@ -178,7 +217,10 @@ class TaskEventHandler:
     def on_failed(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.finish(uuid)
         labels = self._labels(task, hostname, now)
-        self.metrics.failed.inc((*self._key(labels), exception_class(event.get("exception"))))
+        exception = exception_class(event.get("exception"), event.get("traceback"))
+        if self.exceptions is not None:
+            exception = self.exceptions.label(exception)
+        self.metrics.failed.inc((*self._key(labels), exception))
         if task is not None and task.started_at is not None:
             runtime = max(0.0, event_time(event, now) - task.started_at)
             self.metrics.runtime.observe((labels[0], labels[2], "failed"), runtime)

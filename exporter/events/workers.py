@@ -1,7 +1,10 @@
 """Where worker events (online, heartbeat, offline) update the worker registry.
 
 Heartbeat fields are read with defaults: a heartbeat triggered by the ``heartbeat``
-control command carries ``freq`` but no ``active``/``processed``.
+control command carries ``freq`` but no ``active``/``processed``. Their ranges are checked
+before (``events/ranges.py``). Hostnames are capped (``--max-worker-hostnames``): a worker
+beyond the cap is not tracked (its events are counted, and the hostname in
+``celery_exporter_dropped_label_values_total``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.labels import cached_label
+from exporter.state.label_cap import OTHER, LabelCap
 from exporter.state.worker_registry import WorkerRegistry
 
 Event = dict[str, Any]
@@ -28,9 +32,13 @@ def _count(value: object) -> int | None:
 
 class WorkerEventHandler:
     def __init__(
-        self, registry: WorkerRegistry, on_new_worker: Callable[[str], None] | None = None
+        self,
+        registry: WorkerRegistry,
+        on_new_worker: Callable[[str], None] | None = None,
+        hostnames: LabelCap | None = None,
     ) -> None:
         self.registry = registry
+        self.hostnames = hostnames
         # Called (on the event thread) the first time a worker is seen or comes online,
         # e.g. to ask it which queues it consumes.
         self.on_new_worker = on_new_worker
@@ -48,8 +56,17 @@ class WorkerEventHandler:
             self.on_new_worker(hostname)
         self._known.add(hostname)
 
-    def on_online(self, event: Event, now: float) -> None:
+    def _hostname(self, event: Event) -> str | None:
+        """The worker's label value, or None when it is beyond the cap (not tracked)."""
         hostname = cached_label(event.get("hostname"))
+        if self.hostnames is not None and self.hostnames.label(hostname) == OTHER:
+            return None
+        return hostname
+
+    def on_online(self, event: Event, now: float) -> None:
+        hostname = self._hostname(event)
+        if hostname is None:
+            return
         self.registry.online(
             hostname,
             now,
@@ -60,7 +77,9 @@ class WorkerEventHandler:
         self._seen(hostname, announce=True)
 
     def on_heartbeat(self, event: Event, now: float) -> None:
-        hostname = cached_label(event.get("hostname"))
+        hostname = self._hostname(event)
+        if hostname is None:
+            return
         # A worker back from being down (overdue) is asked again about its queues.
         returning = hostname in self._known and not self.registry.is_up(hostname)
         self.registry.heartbeat(
@@ -73,7 +92,9 @@ class WorkerEventHandler:
         self._seen(hostname, announce=returning)
 
     def on_offline(self, event: Event, now: float) -> None:
-        self.registry.offline(cached_label(event.get("hostname")), now)
+        hostname = self._hostname(event)
+        if hostname is not None:
+            self.registry.offline(hostname, now)
 
     def forget(self, hostname: str) -> None:
         self._known.discard(hostname)

@@ -24,6 +24,8 @@ class ExporterHealth:
         # connection attempt failed: (kind, plain explanation), None once connected.
         self.broker_since: float = clock()
         self.broker_error: tuple[str, str] | None = None
+        # When the current (or last) connection came up: an outage never reaches back before.
+        self._up_since: float | None = None
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
         # Redis: bytes the broker holds for the event subscription (None: unknown).
@@ -81,6 +83,7 @@ class ExporterHealth:
             if up and self._down_since is not None:
                 self._down_seconds += max(0.0, now - self._down_since)
                 self._down_since = None
+                self._up_since = now
             elif not up and self._down_since is None:
                 self._down_since = now
             if up != self.broker_up:
@@ -88,6 +91,18 @@ class ExporterHealth:
             if up:
                 self.broker_error = None
             self.broker_up = up
+
+    def backdate_outage(self, since: float) -> None:
+        """The open outage began at ``since`` (the last event before a hang), not when it was
+        noticed; never before the connection it ended came up."""
+        with self._lock:
+            if self._down_since is None:
+                return
+            if self._up_since is not None:
+                since = max(since, self._up_since)
+            self._down_since = min(self._down_since, since)
+            if not self.broker_up:  # the status page's "unreachable since" agrees
+                self.broker_since = min(self.broker_since, self._down_since)
 
     def broker_down_seconds(self, now: float | None = None) -> float:
         """Seconds the exporter was not consuming events, the current outage included."""

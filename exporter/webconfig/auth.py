@@ -23,6 +23,9 @@ from exporter.webconfig.fields import _error, _mapping
 # $2a$, $2b$ or $2y$, a two-digit cost, then 53 characters of bcrypt's base64 (salt + hash).
 _BCRYPT_HASH = re.compile(rb"^\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
 REALM = "celery-metrics-exporter"
+# Why a request was refused: no Authorization header, one that is not Basic user:password in
+# base64, a user not in basic_auth_users, a wrong password.
+AUTH_FAILURE_REASONS = ("missing", "malformed", "unknown_user", "wrong_password")
 
 
 class BasicAuth:
@@ -47,43 +50,54 @@ class BasicAuth:
         self._bcrypt_lock = threading.Lock()
 
     def check(self, user: bytes, password: bytes) -> bool:
+        return self.verify(user, password) is None
+
+    def verify(self, user: bytes, password: bytes) -> str | None:
+        """None when the credentials are good, else why not: ``unknown_user`` or
+        ``wrong_password`` (a reason for a counter, after the same bcrypt work either way)."""
         mac = hmac.new(self._key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256)
         digest = mac.digest()
         with self._lock:
             remembered = self._good.get(user)
         if remembered is not None and hmac.compare_digest(remembered, digest):
-            return True
+            return None
         hashed = self._users.get(user)
+        wrong = "unknown_user" if hashed is None else "wrong_password"
         if len(password) > 72:
             # bcrypt reads 72 bytes: bcrypt 4 would compare a prefix, bcrypt 5 raises. A longer
             # password was never hashed whole, so it is wrong, for every user alike.
-            return False
+            return wrong
         try:
             with self._bcrypt_lock:
                 matches = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
         except ValueError:  # a hash bcrypt cannot read (checked at load: should not happen)
             matches = False
         if not matches or hashed is None:
-            return False
+            return wrong
         with self._lock:
             self._good[user] = digest
-        return True
+        return None
 
     def check_header(self, header: str | None) -> bool:
         """True when ``header`` (the Authorization header's value) holds good credentials."""
+        return self.failure(header) is None
+
+    def failure(self, header: str | None) -> str | None:
+        """None when ``header`` holds good credentials, else the reason it does not (one of
+        ``AUTH_FAILURE_REASONS``)."""
         if not header:
-            return False
+            return "missing"
         scheme, _, encoded = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return "malformed"
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            return False
+            return "malformed"
         user, sep, password = decoded.partition(b":")
         if not sep:
-            return False
-        return self.check(user, password)
+            return "malformed"
+        return self.verify(user, password)
 
 
 def _users(value: Any) -> dict[bytes, bytes]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.webconfig.auth import AUTH_FAILURE_REASONS
 from exporter.webconfig.fields import WebConfigError
 from exporter.webconfig.load import load_web_config
 
@@ -33,6 +34,9 @@ class WebConfigReloader:
         self.current = load_web_config(path)
         self._lock = threading.Lock()
         self._results = {"success": 0, "failure": 0}
+        # Requests refused by basic auth, by reason (kept across reloads).
+        self._auth_failures = dict.fromkeys(AUTH_FAILURE_REASONS, 0)
+        self._auth_lock = threading.Lock()  # not the reload's: a reload never delays a request
         self._last_success = clock()
         log.info("web config %s: %s", path, self.current.summary)
 
@@ -59,10 +63,25 @@ class WebConfigReloader:
             log.info("reloaded web config %s: %s", self.path, new.summary)
             return True
 
+    def count_auth_failure(self, reason: str) -> None:
+        with self._auth_lock:
+            self._auth_failures[reason] = self._auth_failures.get(reason, 0) + 1
+
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             results = dict(self._results)
             last_success = self._last_success
+        with self._auth_lock:
+            auth_failures = dict(self._auth_failures)
+        if self.current.auth is not None:
+            refused = CounterMetricFamily(
+                "celery_exporter_http_auth_failures",
+                "Requests refused by basic auth (--web-config-file), by reason.",
+                labels=["reason"],
+            )
+            for reason, count in auth_failures.items():
+                refused.add_metric([reason], count)
+            yield refused
         reloads = CounterMetricFamily(
             "celery_exporter_web_config_reloads",
             "Reloads of --web-config-file (SIGHUP), by result.",

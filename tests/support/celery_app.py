@@ -126,3 +126,15 @@ def reject() -> None:
 @app.task(name="tests.custom_error")
 def custom_error() -> None:
     raise CustomTaskError("custom failure")
+
+
+class OrderFailed(Exception):
+    """Raised by ``tests.repr_error``: its ``repr`` names the order, so it differs each time."""
+
+    def __repr__(self) -> str:
+        return f"order_{self.args[0]}_failed"
+
+
+@app.task(name="tests.repr_error")
+def repr_error(order: int) -> None:
+    raise OrderFailed(order)

@@ -167,7 +167,12 @@ class Metric:
 #: The label every series carries when the exporter watches several brokers (docs/metrics.md
 #: says so once, above its tables, rather than in every row), except the series below.
 BROKER_LABEL = "broker"
-NOT_PER_BROKER = ("celery_exporter_build_info", "celery_exporter_web_config_", "process_")
+NOT_PER_BROKER = (
+    "celery_exporter_build_info",
+    "celery_exporter_web_config_",
+    "celery_exporter_http_",
+    "process_",
+)
 
 _DOC_ROW = re.compile(r"^\|\s*`([a-zA-Z_:][\w:]*\*?)`\s*\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|", re.M)
 
