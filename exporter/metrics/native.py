@@ -1,0 +1,125 @@
+"""Native (sparse, exponential) histogram buckets, kept per series at observe time.
+
+A native histogram of schema ``s`` has buckets whose bounds grow by ``2 ** (2 ** -s)``:
+bucket ``i`` holds the values in ``(2 ** ((i - 1) / 2 ** s), 2 ** (i / 2 ** s)]``; values
+within ``zero_threshold`` of 0 go to a zero bucket. Only buckets that were hit are kept (a
+dict of index -> count), so one series covers 1 ms to hours at a few percent resolution,
+which Prometheus stores as one series instead of one per classic bucket.
+
+The index comes from ``math.frexp`` and a table lookup, as the Go client computes it (no
+logarithm, so values on a bound land in the same bucket as Go's). When a series holds more
+than ``max_buckets`` buckets its schema drops by one (neighbouring buckets merge), as the Go
+client's ``NativeHistogramMaxBucketNumber`` does: memory stays bounded whatever the spread.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+MIN_SCHEMA = -4
+MAX_SCHEMA = 8
+# The Go client's default zero threshold (2 ** -128): only true zeros, in practice.
+DEFAULT_ZERO_THRESHOLD = 2.0**-128
+
+# Per positive schema, the bounds of the fraction ``frexp`` returns, within [0.5, 1).
+_BOUNDS: dict[int, list[float]] = {
+    schema: [2.0 ** (i / (1 << schema)) / 2 for i in range(1 << schema)]
+    for schema in range(1, MAX_SCHEMA + 1)
+}
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """How the native form of a histogram is kept; None in its place turns it off."""
+
+    schema: int = 3
+    zero_threshold: float = DEFAULT_ZERO_THRESHOLD
+    max_buckets: int = 160
+    # Whether the protobuf exposition carries the classic buckets too (text always does).
+    classic: bool = True
+
+    def __post_init__(self) -> None:
+        if not MIN_SCHEMA <= self.schema <= MAX_SCHEMA:
+            raise ValueError(f"schema must be between {MIN_SCHEMA} and {MAX_SCHEMA}")
+
+
+def bucket_index(value: float, schema: int) -> int:
+    """The index of the bucket holding ``value`` (finite, > 0) at ``schema``."""
+    frac, exp = math.frexp(value)
+    if schema > 0:
+        bounds = _BOUNDS[schema]
+        return bisect_left(bounds, frac) + (exp - 1) * len(bounds)
+    key = exp - 1 if frac == 0.5 else exp
+    return (key + (1 << -schema) - 1) >> -schema
+
+
+def bucket_upper_bound(index: int, schema: int) -> float:
+    """The upper bound of bucket ``index`` at ``schema`` (for tests and readers)."""
+    return float(2.0 ** math.ldexp(index, -schema))
+
+
+class NativeBuckets:
+    """One series' native buckets. The caller holds its lock (counting.py)."""
+
+    __slots__ = ("negative", "positive", "schema", "zero_count")
+
+    def __init__(self, schema: int) -> None:
+        self.schema = schema
+        self.zero_count = 0
+        self.positive: dict[int, int] = {}
+        self.negative: dict[int, int] = {}
+
+    def observe(self, value: float, config: NativeConfig) -> None:
+        """``value`` is finite (the event handlers check it)."""
+        if -config.zero_threshold <= value <= config.zero_threshold:
+            self.zero_count += 1
+            return
+        if value > 0:
+            buckets = self.positive
+        else:
+            buckets = self.negative
+            value = -value
+        key = bucket_index(value, self.schema)
+        buckets[key] = buckets.get(key, 0) + 1
+        if len(buckets) > config.max_buckets and self.schema > MIN_SCHEMA:
+            self.halve_resolution()
+
+    def halve_resolution(self) -> None:
+        """Schema - 1: bucket ``i`` merges into ``ceil(i / 2)``, which covers it exactly."""
+        self.schema -= 1
+        for name in ("positive", "negative"):
+            merged: dict[int, int] = {}
+            for key, n in getattr(self, name).items():
+                wider = (key + 1) >> 1
+                merged[wider] = merged.get(wider, 0) + n
+            setattr(self, name, merged)
+
+    def copy(self) -> NativeBuckets:
+        other = NativeBuckets(self.schema)
+        other.zero_count = self.zero_count
+        other.positive = dict(self.positive)
+        other.negative = dict(self.negative)
+        return other
+
+
+def spans_and_deltas(buckets: dict[int, int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Prometheus's sparse layout: spans of (offset, length) over consecutive indexes (the
+    first offset is the first index, later ones the gap since the previous span), and each
+    bucket's count as the difference from the previous bucket's."""
+    spans: list[tuple[int, int]] = []
+    deltas: list[int] = []
+    previous_key = 0
+    previous_count = 0
+    for key in sorted(buckets):
+        count = buckets[key]
+        if spans and key == previous_key + 1:
+            offset, length = spans[-1]
+            spans[-1] = (offset, length + 1)
+        else:
+            spans.append((key - previous_key - 1 if spans else key, 1))
+        deltas.append(count - previous_count)
+        previous_key = key
+        previous_count = count
+    return spans, deltas
