@@ -24,6 +24,7 @@ from exporter.metrics.native import (
     NativeConfig,
     bucket_index,
     bucket_upper_bound,
+    spans_and_deltas,
 )
 from exporter.metrics.protobuf import CONTENT_TYPE
 from exporter.settings import Settings
@@ -80,6 +81,26 @@ def test_too_many_buckets_halve_the_resolution_and_keep_every_count() -> None:
         expected[key] = expected.get(key, 0) + 1
     assert buckets.positive == expected
     assert buckets.zero_count == 2
+
+
+@pytest.mark.parametrize(
+    ("buckets", "spans", "deltas"),
+    [
+        ({}, [], []),
+        ({5: 3}, [(5, 1)], [3]),
+        ({5: 3, 6: 4}, [(5, 2)], [3, 1]),
+        # Gaps of one or two empty buckets stay in the span as zero counts.
+        ({5: 3, 7: 4}, [(5, 3)], [3, -3, 4]),
+        ({5: 3, 8: 4}, [(5, 4)], [3, -3, 0, 4]),
+        # Three empty buckets start a new span, its offset counted from the previous end.
+        ({5: 3, 9: 4}, [(5, 1), (3, 1)], [3, 1]),
+        ({-3: 1, 0: 2, 10: 2, 11: 1}, [(-3, 4), (9, 2)], [1, -1, 0, 2, 0, -1]),
+    ],
+)
+def test_spans_and_deltas_are_prometheus_sparse_layout(
+    buckets: dict[int, int], spans: list[tuple[int, int]], deltas: list[int]
+) -> None:
+    assert spans_and_deltas(buckets) == (spans, deltas)
 
 
 # -- the protobuf exposition -------------------------------------------------------------------
@@ -140,15 +161,21 @@ def _proto_samples(families: list[Any]) -> Samples:
 T0_LABELS = {("name", "app.t0")}
 
 
+def _process(key: tuple[str, frozenset[tuple[str, str]]]) -> bool:
+    return key[0].startswith("process_")
+
+
 def test_the_protobuf_body_holds_every_text_sample_plus_the_native_buckets() -> None:
     exporter = _fed()
     body, content_type = render(exporter.registry, NATIVE_ACCEPT)
     assert content_type == CONTENT_TYPE
     families = decode(body)
     text, _ = render(exporter.registry, "text/plain;version=0.0.4")
-    text_samples = parse_samples(text.decode())
-    proto_samples = _proto_samples(families)
+    # process_* (RSS, CPU) moves between the two renders.
+    text_samples = {k: v for k, v in parse_samples(text.decode()).items() if not _process(k)}
+    proto_samples = {k: v for k, v in _proto_samples(families).items() if not _process(k)}
     assert proto_samples == text_samples
+    assert any(_process(k) for k in _proto_samples(families))
     # Prometheus's types: counters are named with _total, histograms typed HISTOGRAM (4).
     by_name = {f.name: f for f in families}
     assert by_name["celery_task_succeeded_total"].type == 0
@@ -188,8 +215,16 @@ def test_without_classic_buckets_the_protobuf_body_carries_only_the_native_ones(
 
 def test_text_and_openmetrics_are_the_same_bytes_with_native_histograms_on_or_off() -> None:
     on, off = _fed(), _fed(native_histograms=False)
+
+    def body(exporter: Exporter, accept: str) -> tuple[list[bytes], str]:
+        # process_* (RSS, CPU) moves between two renders whatever the flags.
+        data, content_type = render(exporter.registry, accept)
+        return [
+            line for line in data.split(b"\n") if not line.startswith(b"process_")
+        ], content_type
+
     for accept in ("", CLASSIC_ACCEPT, "text/plain;version=0.0.4"):
-        assert render(on.registry, accept) == render(off.registry, accept)
+        assert body(on, accept) == body(off, accept)
     # With native histograms off, a Prometheus asking for protobuf gets OpenMetrics, as before.
     assert render(off.registry, NATIVE_ACCEPT)[1].startswith("application/openmetrics-text")
 

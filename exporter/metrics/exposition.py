@@ -218,8 +218,8 @@ class FastCounterFamily(FastFamily):
         return self.name + "_total"
 
     def proto_metrics(self) -> list[bytes]:
-        proto, metric = self.text.proto, protobuf.scalar_metric
-        return [metric(proto(labels), protobuf.COUNTER, v) for labels, v in self.values.items()]
+        proto, counter = self.text.proto, protobuf.counter_metric
+        return [counter(proto(labels), value) for labels, value in self.values.items()]
 
 
 class FastHistogramFamily(FastFamily):
@@ -252,25 +252,21 @@ class FastHistogramFamily(FastFamily):
     def proto_metrics(self) -> list[bytes]:
         config = self.native_config
         native = self.native if config is not None else None
-        classic = config is None or config.classic
+        zero_threshold = 0.0 if config is None else config.zero_threshold
+        bounds = [protobuf.bound_field(b) for b in self.bounds]
+        if config is not None and not config.classic:
+            bounds = []
+        proto, metric = self.text.proto, protobuf.histogram_metric
         out: list[bytes] = []
         for labels, slots in self.values.items():
-            buckets: list[tuple[float, int]] = []
+            buckets: list[tuple[bytes, int]] = []
             cumulative = 0
-            for bound, n in zip(self.bounds, slots, strict=False):
+            for bound, n in zip(bounds, slots, strict=False):
                 cumulative += int(n)
                 buckets.append((bound, cumulative))
-            count = cumulative + int(slots[-2])  # the +Inf bucket
-            out.append(
-                protobuf.histogram_metric(
-                    self.text.proto(labels),
-                    count,
-                    slots[-1],
-                    buckets if classic else (),
-                    None if native is None or config is None else native.get(labels),
-                    0.0 if config is None else config.zero_threshold,
-                )
-            )
+            count = int(sum(slots[:-1]))  # every bucket, +Inf included
+            series = None if native is None else native.get(labels)
+            out.append(metric(proto(labels), count, slots[-1], buckets, series, zero_threshold))
         return out
 
     def build(self) -> Metric:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
+from math import frexp
 
 MIN_SCHEMA = -4
 MAX_SCHEMA = 8
@@ -63,25 +64,33 @@ def bucket_upper_bound(index: int, schema: int) -> float:
 class NativeBuckets:
     """One series' native buckets. The caller holds its lock (counting.py)."""
 
-    __slots__ = ("negative", "positive", "schema", "zero_count")
+    __slots__ = ("_bounds", "negative", "positive", "schema", "zero_count")
 
     def __init__(self, schema: int) -> None:
         self.schema = schema
+        self._bounds = _BOUNDS.get(schema)
         self.zero_count = 0
         self.positive: dict[int, int] = {}
         self.negative: dict[int, int] = {}
 
     def observe(self, value: float, config: NativeConfig) -> None:
         """``value`` is finite (the event handlers check it)."""
-        if -config.zero_threshold <= value <= config.zero_threshold:
-            self.zero_count += 1
-            return
-        if value > 0:
+        threshold = config.zero_threshold
+        if value > threshold:
             buckets = self.positive
-        else:
+        elif value < -threshold:
             buckets = self.negative
             value = -value
-        key = bucket_index(value, self.schema)
+        else:
+            self.zero_count += 1
+            return
+        # bucket_index(), inlined: this runs once per task event.
+        frac, exp = frexp(value)
+        bounds = self._bounds
+        if bounds is not None:
+            key = bisect_left(bounds, frac) + (exp - 1) * len(bounds)
+        else:
+            key = bucket_index(value, self.schema)
         buckets[key] = buckets.get(key, 0) + 1
         if len(buckets) > config.max_buckets and self.schema > MIN_SCHEMA:
             self.halve_resolution()
@@ -89,6 +98,7 @@ class NativeBuckets:
     def halve_resolution(self) -> None:
         """Schema - 1: bucket ``i`` merges into ``ceil(i / 2)``, which covers it exactly."""
         self.schema -= 1
+        self._bounds = _BOUNDS.get(self.schema)
         for name in ("positive", "negative"):
             merged: dict[int, int] = {}
             for key, n in getattr(self, name).items():
@@ -104,22 +114,37 @@ class NativeBuckets:
         return other
 
 
+# Gaps of up to this many empty buckets are written as zero counts rather than as a new span
+# (a span costs more bytes than two zero deltas), as the Go client does.
+MAX_GAP_IN_SPAN = 2
+
+
 def spans_and_deltas(buckets: dict[int, int]) -> tuple[list[tuple[int, int]], list[int]]:
     """Prometheus's sparse layout: spans of (offset, length) over consecutive indexes (the
     first offset is the first index, later ones the gap since the previous span), and each
-    bucket's count as the difference from the previous bucket's."""
+    bucket's count as the difference from the previous bucket's (empty buckets inside a span
+    count 0)."""
     spans: list[tuple[int, int]] = []
     deltas: list[int] = []
     previous_key = 0
     previous_count = 0
+    offset = length = 0
     for key in sorted(buckets):
         count = buckets[key]
-        if spans and key == previous_key + 1:
-            offset, length = spans[-1]
-            spans[-1] = (offset, length + 1)
+        gap = key - previous_key - 1
+        if length and gap <= MAX_GAP_IN_SPAN:
+            if gap:
+                deltas.append(-previous_count)
+                deltas.extend([0] * (gap - 1))
+                previous_count = 0
+            length += gap + 1
         else:
-            spans.append((key - previous_key - 1 if spans else key, 1))
+            if length:
+                spans.append((offset, length))
+            offset, length = (gap if spans or deltas else key), 1
         deltas.append(count - previous_count)
         previous_key = key
         previous_count = count
+    if length:
+        spans.append((offset, length))
     return spans, deltas

@@ -32,10 +32,16 @@ _DOUBLE = struct.Struct("<d").pack
 LabelKey = tuple[tuple[str, str], ...]
 
 
+# Varints of 0 .. 16383 (one or two bytes): counts, lengths and deltas are mostly small.
+_SMALL = [bytes((i,)) for i in range(0x80)] + [
+    bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(0x80, 0x4000)
+]
+
+
 def varint(n: int) -> bytes:
     """Unsigned varint (``n`` >= 0)."""
-    if n < 0x80:
-        return bytes((n,))
+    if n < 0x4000:
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -50,17 +56,17 @@ def zigzag(n: int) -> int:
 
 def _delimited(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (tag already shifted, wire type 2)."""
-    return bytes((tag,)) + varint(len(payload)) + payload
+    return b"".join((_SMALL[tag], varint(len(payload)), payload))
 
 
 def _double(tag: int, value: float) -> bytes:
     """A double field (wire type 1)."""
-    return bytes((tag,)) + _DOUBLE(value)
+    return _SMALL[tag] + _DOUBLE(value)
 
 
 def _uint(tag: int, value: int) -> bytes:
     """A varint field (wire type 0)."""
-    return bytes((tag,)) + varint(value)
+    return _SMALL[tag] + varint(value)
 
 
 def _string(tag: int, text: str) -> bytes:
@@ -117,9 +123,23 @@ def family(name: str, help_text: str, typ: int, metrics: Iterable[bytes]) -> byt
     return varint(len(body)) + body
 
 
+# A Metric's counter field holding a Counter of one double: tag, length 9, value tag.
+_COUNTER_PREFIX = bytes((_METRIC_COUNTER, 9, _VALUE))
+
+
+def counter_metric(labels: bytes, value: float) -> bytes:
+    """``scalar_metric(labels, COUNTER, value)``, for the many series of task counters."""
+    return labels + _COUNTER_PREFIX + _DOUBLE(value)
+
+
 def scalar_metric(labels: bytes, typ: int, value: float) -> bytes:
     field = {COUNTER: _METRIC_COUNTER, GAUGE: _METRIC_GAUGE}.get(typ, _METRIC_UNTYPED)
     return labels + _delimited(field, _double(_VALUE, value))
+
+
+def bound_field(bound: float) -> bytes:
+    """A classic bucket's ``upper_bound`` field, computed once per bound by the caller."""
+    return _double(_B_BOUND, bound)
 
 
 def _spans(tag: int, spans: list[tuple[int, int]]) -> bytes:
@@ -130,23 +150,26 @@ def _spans(tag: int, spans: list[tuple[int, int]]) -> bytes:
 
 
 def _packed_sints(tag: int, values: list[int]) -> bytes:
-    return _delimited(tag, b"".join(varint(zigzag(v)) for v in values))
+    return _delimited(tag, b"".join([varint(v << 1 if v >= 0 else (-v << 1) - 1) for v in values]))
 
 
 def histogram_metric(
     labels: bytes,
     count: int,
     total: float,
-    buckets: Iterable[tuple[float, int]],
+    buckets: Iterable[tuple[bytes, int]],
     native: NativeBuckets | None = None,
     zero_threshold: float = 0.0,
 ) -> bytes:
-    """A Metric holding a Histogram: classic ``buckets`` as (upper bound, cumulative count),
-    +Inf left out as Prometheus's clients leave it (the count is the +Inf bucket); and the
-    native buckets when given."""
-    parts = [_uint(_H_COUNT, count), _double(_H_SUM, total)]
+    """A Metric holding a Histogram: classic ``buckets`` as (``bound_field(upper bound)``,
+    cumulative count), +Inf left out as Prometheus's clients leave it (the count is the +Inf
+    bucket); and the native buckets when given."""
+    parts = [_SMALL[_H_COUNT], varint(count), _SMALL[_H_SUM], _DOUBLE(total)]
+    bucket_tag, count_tag = _SMALL[_H_BUCKET], _SMALL[_B_COUNT]
     for bound, cumulative in buckets:
-        parts.append(_delimited(_H_BUCKET, _uint(_B_COUNT, cumulative) + _double(_B_BOUND, bound)))
+        encoded = varint(cumulative)
+        # A Bucket is its count field (1 + len) and its bound field (9): under 128 bytes.
+        parts += (bucket_tag, _SMALL[len(encoded) + 1 + len(bound)], count_tag, encoded, bound)
     if native is not None:
         parts.append(_uint(_H_SCHEMA, zigzag(native.schema)))
         # A threshold above 0 also marks the histogram as native to Prometheus when it has
@@ -217,11 +240,11 @@ def _classic_histograms(name: str, samples: Sequence[Sample], gauge: bool) -> li
     out: list[bytes] = []
     for key, group in _group(samples, "le").items():
         count, total = 0, 0.0
-        buckets: list[tuple[float, int]] = []
+        buckets: list[tuple[bytes, int]] = []
         for s in group:
             if s.name == name + "_bucket":
                 if s.labels["le"] != "+Inf":
-                    buckets.append((float(s.labels["le"]), int(s.value)))
+                    buckets.append((bound_field(float(s.labels["le"])), int(s.value)))
                 else:
                     count = count or int(s.value)
             elif s.name == count_name:

@@ -103,6 +103,11 @@ _CLASSES = _build()
 MetricFamily = _CLASSES[PKG + "MetricFamily"]
 
 
+def message_class(name: str) -> Any:
+    """The generated class of message ``name`` (``"MetricFamily"``, ``"Histogram"``...)."""
+    return _CLASSES[PKG + name]
+
+
 def decode(body: bytes) -> list[Any]:
     """The MetricFamily messages of a delimited body; raises on any malformed byte."""
     families = []
@@ -119,7 +124,8 @@ def decode(body: bytes) -> list[Any]:
 
 
 def native_buckets(histogram: Any) -> dict[int, int]:
-    """index -> count of the positive native buckets, from spans and deltas."""
+    """index -> count of the positive native buckets, from spans and deltas (the empty
+    buckets a span may hold left out)."""
     out: dict[int, int] = {}
     deltas = iter(histogram.positive_delta)
     index = 0
@@ -128,6 +134,7 @@ def native_buckets(histogram: Any) -> dict[int, int]:
         index = span.offset if n == 0 else index + span.offset + 1
         for i in range(span.length):
             count += next(deltas)
-            out[index + i] = count
+            if count:
+                out[index + i] = count
         index += span.length - 1
     return out
