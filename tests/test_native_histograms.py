@@ -36,6 +36,7 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.publish import publish_raw_events
 from tests.support.waiting import wait_for
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # What Prometheus 2.42 sends with and without --enable-feature=native-histograms.
 NATIVE_ACCEPT = (
     "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
@@ -272,7 +273,7 @@ def _publish(broker_url: str, events: list[dict[str, Any]]) -> None:
 
 def _dashboard_expressions() -> Any:
     """grafana/generate.py, loaded from its path (grafana/ is no package)."""
-    path = Path(__file__).resolve().parents[1] / "grafana" / "generate.py"
+    path = REPO_ROOT / "grafana" / "generate.py"
     spec = importlib.util.spec_from_file_location("grafana_generate", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -285,10 +286,14 @@ def test_prometheus_stores_one_series_per_native_histogram_and_agrees_on_quantil
 ) -> None:
     exporter: ExporterProcess = exporter_factory(redis_url)
     config = PrometheusServer.scrape_config([f"127.0.0.1:{exporter.port}"])
+    rules = [REPO_ROOT / "alerts" / "celery.rules.yml"]
     native = PrometheusServer(
-        tmp_path / "native", config, extra_args=["--enable-feature=native-histograms"]
+        tmp_path / "native",
+        config,
+        rule_files=rules,
+        extra_args=["--enable-feature=native-histograms"],
     )
-    classic = PrometheusServer(tmp_path / "classic", config)
+    classic = PrometheusServer(tmp_path / "classic", config, rule_files=rules)
     with native, classic:
         # 100 task names run once on each of 20 workers; then a probe task whose runtimes are
         # spread evenly over (0.5 s, 1 s], one classic bucket, where linear interpolation of
@@ -369,3 +374,17 @@ def test_prometheus_stores_one_series_per_native_histogram_and_agrees_on_quantil
         # rate() extrapolates each classic series (_sum, _count) towards zero by its own
         # ratio when the series has just started: a hair off, as on any Prometheus.
         assert classic.query_value(mean) == pytest.approx(expected_mean, rel=1e-3), mean
+        # So do the shipped recording rules (evaluated every second here).
+        recorded = f'celery:task_runtime_seconds:p95_5m{{name="{PROBE}"}}'
+
+        def recorded_p95(server: PrometheusServer) -> float | None:
+            # Evaluations from before the second half was scraped record NaN or nothing.
+            value = server.query_value(recorded)
+            return value if value is not None and abs(value - 0.975) <= 0.975 * resolution else None
+
+        for server in (native, classic):
+            wait_for(
+                lambda server=server: recorded_p95(server),
+                30,
+                message=lambda server=server: f"{recorded} = {server.query(recorded)}",
+            )
