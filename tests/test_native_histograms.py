@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from exporter.daemon import Exporter
-from exporter.metrics.exposition import render, wants_protobuf
+from exporter.metrics.counting import LabelledCounter, LabelledHistogram
+from exporter.metrics.exposition import CACHE_SLACK, FastFamily, render, wants_protobuf
 from exporter.metrics.native import (
     MAX_SCHEMA,
     MIN_SCHEMA,
@@ -201,6 +202,46 @@ def test_the_protobuf_body_holds_every_text_sample_plus_the_native_buckets() -> 
         key = bucket_index(0.003 * 1.3**i, 3)
         expected[key] = expected.get(key, 0) + 1
     assert native_buckets(t0.histogram) == expected
+
+
+def test_several_brokers_are_one_family_each_with_their_broker_label() -> None:
+    exporter = _exporter(brokers=(("a", "redis://127.0.0.1:1/0"), ("b", "redis://127.0.0.1:2/0")))
+    for n, watch in enumerate(exporter.watches):
+        events = _task_events("app.t", "w0@host", NOW - 5, 0.1 * (n + 1))
+        watch.dispatcher.on_message(json.dumps(events).encode(), "application/json")
+    families = decode(render(exporter.registry, NATIVE_ACCEPT)[0])
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))
+    text, _ = render(exporter.registry, "")
+    text_samples = {k: v for k, v in parse_samples(text.decode()).items() if not _process(k)}
+    assert {k: v for k, v in _proto_samples(families).items() if not _process(k)} == text_samples
+    runtime = next(f for f in families if f.name == "celery_task_runtime_seconds")
+    by_broker = {
+        next(lp.value for lp in m.label if lp.name == "broker"): native_buckets(m.histogram)
+        for m in runtime.metric
+    }
+    assert by_broker == {"a": {bucket_index(0.1, 3): 1}, "b": {bucket_index(0.2, 3): 1}}
+
+
+def test_protobuf_scrapes_alone_forget_the_labels_of_removed_series() -> None:
+    """A Prometheus that asks for protobuf never reads the text: the protobuf path must
+    prune the cached label bytes of removed series itself (memory stays bounded)."""
+    counter = LabelledCounter("t_total", "x", ("name",))
+    histogram = LabelledHistogram("t_seconds", "y", ("name",), [1.0], NativeConfig())
+    for i in range(CACHE_SLACK + 100):
+        counter.inc((f"n{i}",))
+        histogram.observe((f"n{i}",), 0.5)
+    for metric in (counter, histogram):
+        family = metric.family()
+        assert isinstance(family, FastFamily)
+        family.proto_metrics()
+        assert len(metric._text._proto) == CACHE_SLACK + 100
+        for labels in list(metric.values):
+            del metric.values[labels]
+        family = metric.family()
+        assert isinstance(family, FastFamily)
+        family.proto_metrics()
+        assert len(metric._text._proto) == 0
 
 
 def test_without_classic_buckets_the_protobuf_body_carries_only_the_native_ones() -> None:

@@ -219,7 +219,10 @@ class FastCounterFamily(FastFamily):
 
     def proto_metrics(self) -> list[bytes]:
         proto, counter = self.text.proto, protobuf.counter_metric
-        return [counter(proto(labels), value) for labels, value in self.values.items()]
+        out = [counter(proto(labels), value) for labels, value in self.values.items()]
+        # A Prometheus that asks for protobuf never reads the text: prune here too.
+        self.text.prune(self.values)
+        return out
 
 
 class FastHistogramFamily(FastFamily):
@@ -267,6 +270,7 @@ class FastHistogramFamily(FastFamily):
             count = int(sum(slots[:-1]))  # every bucket, +Inf included
             series = None if native is None else native.get(labels)
             out.append(metric(proto(labels), count, slots[-1], buckets, series, zero_threshold))
+        self.text.prune(self.values)
         return out
 
     def build(self) -> Metric:
