@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from exporter.cli import build_settings, command
 from exporter.daemon import Exporter
 from exporter.metrics.counting import LabelledCounter, LabelledHistogram
 from exporter.metrics.exposition import CACHE_SLACK, FastFamily, render, wants_protobuf
@@ -104,6 +108,39 @@ def test_spans_and_deltas_are_prometheus_sparse_layout(
     buckets: dict[int, int], spans: list[tuple[int, int]], deltas: list[int]
 ) -> None:
     assert spans_and_deltas(buckets) == (spans, deltas)
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], NativeConfig(schema=3, classic=True)),
+        (["--native-histogram-schema", "-2"], NativeConfig(schema=-2, classic=True)),
+        (["--no-native-histogram-classic-buckets"], NativeConfig(schema=3, classic=False)),
+        (["--no-native-histograms", "--native-histogram-schema", "5"], None),
+    ],
+)
+def test_flags_give_the_native_configuration(
+    args: list[str], expected: NativeConfig | None
+) -> None:
+    context = command.make_context("celery-metrics-exporter", args)
+    assert build_settings(context.params).native_config() == expected
+
+
+@pytest.mark.parametrize("value", ["9", "-5", "fine"])
+def test_a_bad_schema_stops_the_exporter_naming_the_flag(value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--native-histogram-schema", value],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, CELERY_EXPORTER_BROKER_URL="redis://127.0.0.1:1/0"),
+    )
+    assert done.returncode == 2
+    assert "--native-histogram-schema" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 # -- the protobuf exposition -------------------------------------------------------------------
