@@ -421,6 +421,17 @@ def test_prometheus_stores_one_series_per_native_histogram_and_agrees_on_quantil
             f"series stored: histograms {native_series:.0f} native vs {classic_series:.0f} "
             f"classic; whole scrape {all_native:.0f} vs {all_classic:.0f}"
         )
+        # Every other series (counters, gauges, info: the generic families) is stored alike.
+        others = (
+            'count by (__name__) ({job="celery-exporter", '
+            '__name__!~"celery_task_(runtime|queue_wait)_seconds.*"})'
+        )
+
+        def per_name(server: PrometheusServer) -> dict[str, str]:
+            return {r["metric"]["__name__"]: r["value"][1] for r in server.query(others)}
+
+        assert per_name(native) == per_name(classic)
+        assert len(per_name(native)) > 30
         resolution = 2 ** (2**-SCHEMA) - 1  # relative width of one bucket
         for q in (0.5, 0.9, 0.99):
             classic_q = classic.query_value(
