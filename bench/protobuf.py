@@ -207,7 +207,7 @@ def native_bytes_per_series(series: int = 2_000) -> tuple[float, int]:
     """(bytes the native buckets add per series, buckets per series)."""
     with_native, metrics = _traced_bytes(NativeConfig(), series)
     without, _ = _traced_bytes(None, series)
-    buckets = len(next(iter(metrics.runtime.native.values())).positive)
+    buckets = len(next(iter(metrics.runtime.native.values())).positive.as_dict())
     return (with_native - without) / series, buckets
 
 

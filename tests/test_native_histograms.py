@@ -26,6 +26,7 @@ from exporter.metrics.exposition import CACHE_SLACK, FastFamily, render, wants_p
 from exporter.metrics.native import (
     MAX_SCHEMA,
     MIN_SCHEMA,
+    BucketRun,
     NativeBuckets,
     NativeConfig,
     bucket_index,
@@ -81,13 +82,31 @@ def test_too_many_buckets_halve_the_resolution_and_keep_every_count() -> None:
     for v in values:
         buckets.observe(v, config)
     assert buckets.schema < 8
-    assert len(buckets.positive) <= 40
+    assert len(buckets.positive.counts) <= 40
     expected: dict[int, int] = {}
     for v in values[:-2]:
         key = bucket_index(v, buckets.schema)
         expected[key] = expected.get(key, 0) + 1
-    assert buckets.positive == expected
+    assert buckets.positive.as_dict() == expected
     assert buckets.zero_count == 2
+
+
+def test_a_bucket_run_widens_both_ways_and_halves_exactly() -> None:
+    run = BucketRun()
+    for key in (5, 3, 9, 5):
+        run.add(key)
+    assert (run.offset, run.counts) == (3, [1, 0, 2, 0, 0, 0, 1])
+    assert run.as_dict() == {3: 1, 5: 2, 9: 1}
+    assert spans_and_deltas(run) == spans_and_deltas(run.as_dict())
+    # Schema - 1: bucket i goes to ceil(i / 2).
+    assert run.halved().as_dict() == {2: 1, 3: 2, 5: 1}
+    # Negative values count on their own side, by magnitude.
+    buckets = NativeBuckets(3)
+    for v in (-0.5, -0.5, 0.5, 0.0):
+        buckets.observe(v, NativeConfig())
+    assert bucket_index(0.5, 3) == -8
+    assert buckets.negative.as_dict() == {-8: 2}
+    assert (buckets.positive.as_dict(), buckets.zero_count) == ({-8: 1}, 1)
 
 
 @pytest.mark.parametrize(

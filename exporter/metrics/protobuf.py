@@ -180,7 +180,7 @@ def histogram_metric(
             (_H_NEG_SPAN, _H_NEG_DELTA, native.negative),
             (_H_POS_SPAN, _H_POS_DELTA, native.positive),
         ):
-            if side:
+            if side.counts:
                 spans, deltas = spans_and_deltas(side)
                 parts.append(_spans(span_tag, spans))
                 parts.append(_packed_sints(delta_tag, deltas))
