@@ -60,6 +60,8 @@ OTHER_SECTIONS = (
     "## /metrics latency",
     "## Memory after 1,000,000 tasks",
     "## Soak",
+    "## Protobuf exposition",
+    "## Reference subscribers",
 )
 
 EXCHANGE = "celeryev"
@@ -815,11 +817,19 @@ def baseline_main(port: int, pattern: str, expect: int, idle_seconds: float) -> 
 
 
 class Baseline:
-    def __init__(self, port: int, pattern: str, expect: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        pattern: str,
+        expect: int,
+        script: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``script``: the file whose ``--role baseline`` runs (this one by default)."""
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(Path(__file__).resolve()),
+                str(script or Path(__file__).resolve()),
                 "--role",
                 "baseline",
                 "--port",
@@ -832,6 +842,7 @@ class Baseline:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -1014,10 +1025,18 @@ def start_flood(
 
 
 def run_baseline(
-    server: RedisServer, fmt: WireFormat, publisher: Publisher, shape: str, mode: str
+    server: RedisServer,
+    fmt: WireFormat,
+    publisher: Publisher,
+    shape: str,
+    mode: str,
+    factory: Any = None,
+    consumer: str = "baseline",
 ) -> Run:
+    """One flood into a reference subscriber: ``Baseline``, or what ``factory(port, pattern,
+    expect)`` starts (bench/reference.py's hiredis one)."""
     flood = publisher.flood(shape)
-    baseline = Baseline(server.port, fmt.pattern, flood["events"])
+    baseline = (factory or Baseline)(server.port, fmt.pattern, flood["events"])
     pid = baseline.proc.pid
     try:
         if server.numpat() != 1:
@@ -1038,7 +1057,7 @@ def run_baseline(
         baseline.close()
     start = resumed if resumed is not None else pub["start"]
     run = Run(
-        consumer="baseline",
+        consumer=consumer,
         shape=shape,
         mode=mode,
         published=flood["events"],

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from exporter import __version__
+from exporter.metrics.native import MAX_SCHEMA, MIN_SCHEMA
 from exporter.redact import redact_text
 from exporter.settings import (
     DEFAULT_EVENT_TIME_WINDOW_SECONDS,
@@ -393,6 +394,28 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Label task counters with the worker's hostname. Turn off when worker pods churn "
     "(per-worker figures stay in celery_worker_* metrics).",
 )
+@click.option(
+    "--native-histograms/--no-native-histograms",
+    default=True,
+    show_default=True,
+    help="Keep native histograms for task runtime and queue wait, served in the protobuf "
+    "format to a Prometheus that asks for it (--enable-feature=native-histograms); text and "
+    "OpenMetrics scrapes are unchanged.",
+)
+@click.option(
+    "--native-histogram-schema",
+    type=click.IntRange(MIN_SCHEMA, MAX_SCHEMA),
+    default=3,
+    show_default=True,
+    help="Resolution of the native histograms: bucket bounds grow by 2^(2^-schema) "
+    "(3: each bucket 9% wider than the one before; -4 coarsest, 8 finest).",
+)
+@click.option(
+    "--native-histogram-classic-buckets/--no-native-histogram-classic-buckets",
+    default=True,
+    show_default=True,
+    help="Send the classic buckets alongside the native ones in the protobuf format.",
+)
 @click.pass_context
 def command(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
@@ -577,6 +600,9 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_exception_classes=options["max_exception_classes"],
         event_time_window_seconds=options["event_time_window"],
         web_write_timeout_seconds=options["web_write_timeout"],
+        native_histograms=options["native_histograms"],
+        native_histogram_schema=options["native_histogram_schema"],
+        native_histogram_classic_buckets=options["native_histogram_classic_buckets"],
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from exporter.metrics.native import NativeConfig
+
 SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 # A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
 BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -108,6 +110,20 @@ class Settings:
     # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
     # NAME:key, and --queues entries NAME:queue, apply to that broker only.
     brokers: tuple[tuple[str, str], ...] = ()
+    # Native histograms (metrics/native.py) for runtime and queue wait, served in the protobuf
+    # format to a Prometheus that asks for it; text and OpenMetrics are unchanged.
+    native_histograms: bool = True
+    native_histogram_schema: int = 3
+    # Whether the protobuf format carries the classic buckets too.
+    native_histogram_classic_buckets: bool = True
+
+    def native_config(self) -> NativeConfig | None:
+        if not self.native_histograms:
+            return None
+        return NativeConfig(
+            schema=self.native_histogram_schema,
+            classic=self.native_histogram_classic_buckets,
+        )
 
     def per_broker(self) -> list[tuple[str | None, Settings]]:
         """(label value, settings) for each broker to watch."""

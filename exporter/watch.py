@@ -82,7 +82,10 @@ class BrokerWatch:
             is_alive=self.workers.is_up,
         )
         self.task_metrics = TaskMetrics(
-            settings.runtime_buckets, settings.queue_wait_buckets, settings.task_worker_label
+            settings.runtime_buckets,
+            settings.queue_wait_buckets,
+            settings.task_worker_label,
+            settings.native_config(),
         )
         task_names = TaskNames(
             settings.task_include,

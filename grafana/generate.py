@@ -556,11 +556,28 @@ def dashboard(
 
 
 def quantile(q: float, histogram: str, filters: str, by: str = "") -> str:
-    """A quantile of a task histogram; ``>= 0`` drops the NaN of a window with no task."""
+    """A quantile of a task histogram: from its native form where Prometheus stores one
+    (``--enable-feature=native-histograms``), else from the classic buckets (``or`` keeps the
+    left side's series); ``>= 0`` drops the NaN of a window with no task."""
     group = f"le, {by}" if by else "le"
+    native_sum = f"sum by ({by})" if by else "sum"
+    name = f"celery_task_{histogram}_seconds"
     return (
-        f"histogram_quantile({q}, sum by ({group}) "
-        f"(rate(celery_task_{histogram}_seconds_bucket{{{filters}}}[{R}]))) >= 0"
+        f"(histogram_quantile({q}, {native_sum} (rate({name}{{{filters}}}[{R}])))\n"
+        f" or histogram_quantile({q}, sum by ({group}) "
+        f"(rate({name}_bucket{{{filters}}}[{R}])))) >= 0"
+    )
+
+
+def mean(histogram: str, filters: str, by: str) -> str:
+    """The mean of a task histogram over the window, native form first as in quantile()."""
+    name = f"celery_task_{histogram}_seconds"
+    native = f"rate({name}{{{filters}}}[{R}])"
+    return (
+        f"sum by ({by}) (histogram_sum({native}))\n"
+        f"/ (sum by ({by}) (histogram_count({native})) > 0)\n"
+        f"or sum by ({by}) (rate({name}_sum{{{filters}}}[{R}]))\n"
+        f"/ (sum by ({by}) (rate({name}_count{{{filters}}}[{R}])) > 0)"
     )
 
 
@@ -1576,14 +1593,7 @@ def tasks() -> dict[str, Any]:
         timeseries(
             "Average runtime by task",
             "Mean execution time per task name (sum / count of the runtime histogram).",
-            targets(
-                (
-                    f"sum by ({BY_TASK}) (rate(celery_task_runtime_seconds_sum{{{TQ}}}[{R}]))\n"
-                    f"/ (sum by ({BY_TASK}) (rate(celery_task_runtime_seconds_count{{{TQ}}}[{R}]))"
-                    f" > 0)",
-                    L_TASK,
-                )
-            ),
+            targets((mean("runtime", TQ, BY_TASK), L_TASK)),
             "s",
         ),
         timeseries(

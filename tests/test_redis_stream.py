@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from celery.events.event import get_exchange
 from kombu import Connection, Consumer, Queue
 
@@ -32,8 +33,11 @@ class Sink:
 
 
 @contextmanager
-def subscribed(broker_url: str, sink: Sink) -> Iterator[RedisEventStream]:
-    """As EventConsumer._consume sets it up: kombu's consumer, then the direct stream."""
+def subscribed(
+    broker_url: str, sink: Sink, parser_class: type | None = None
+) -> Iterator[RedisEventStream]:
+    """As EventConsumer._consume sets it up: kombu's consumer, then the direct stream
+    (its connection with ``parser_class`` when given, else redis-py's default)."""
     with Connection(broker_url) as conn:
         conn.ensure_connection(max_retries=0)
         channel = conn.channel()
@@ -46,8 +50,14 @@ def subscribed(broker_url: str, sink: Sink) -> Iterator[RedisEventStream]:
             auto_delete=True,
             exclusive=True,
         )
+        if parser_class is not None:
+            pool = channel.subclient.connection_pool  # type: ignore[attr-defined]
+            pool.connection_kwargs["parser_class"] = parser_class
+            pool.reset()  # connections made from here on use it
         with Consumer(channel, queues=[queue], no_ack=True):
             stream = RedisEventStream(channel, sink.on_message, sink.on_skip)
+            if parser_class is not None:
+                assert type(stream.connection._parser) is parser_class
             deadline = time.monotonic() + 10
             while not stream.subscribed:
                 assert time.monotonic() < deadline, "no psubscribe confirmation"
@@ -60,6 +70,31 @@ def drain_until(stream: RedisEventStream, sink: Sink, count: int) -> None:
     while len(sink.messages) + len(sink.skipped) < count:
         assert time.monotonic() < deadline, f"got {len(sink.messages)} of {count}"
         stream.drain(0.1)
+
+
+def _parser(name: str) -> type:
+    """redis-py's parser classes; hiredis's only where the optional hiredis is installed
+    (``pip install '.[hiredis]'``), as redis-py then picks it by itself."""
+    if name == "hiredis":
+        pytest.importorskip("hiredis", reason="the optional hiredis extra is not installed")
+        from redis._parsers import _HiredisParser
+
+        return _HiredisParser
+    from redis._parsers import _RESP3Parser
+
+    return _RESP3Parser
+
+
+@pytest.mark.parametrize("parser", ["python", "hiredis"])
+def test_either_redis_parser_subscribes_and_streams(redis_url: str, parser: str) -> None:
+    """With hiredis, RESP3 push replies are ``hiredis.PushNotification`` (a list subclass):
+    the stream once missed its subscription confirmation there and never consumed."""
+    sink = Sink()
+    body = json.dumps([{"type": "task-received", "uuid": "a"}]).encode()
+    with subscribed(redis_url, sink, _parser(parser)) as stream:
+        publish_raw_events(redis_url, [(body, "application/json")])
+        drain_until(stream, sink, 1)
+    assert sink.messages == [(body, "application/json")]
 
 
 def test_bodies_and_content_types_arrive_exactly(redis_url: str) -> None:

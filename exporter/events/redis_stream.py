@@ -111,8 +111,9 @@ class RedisEventStream:
         compact_at = COMPACT_EVERY_MESSAGES
         while True:
             reply = read()
-            # RESP2/RESP3 pub/sub: [b"pmessage", pattern, channel, data]
-            if type(reply) is list:
+            # RESP2/RESP3 pub/sub: [b"pmessage", pattern, channel, data]. isinstance: with
+            # hiredis, a RESP3 push reply is a list subclass (hiredis.PushNotification).
+            if isinstance(reply, list):
                 kind = reply[0]
                 if (kind == b"pmessage" or kind == "pmessage") and len(reply) == 4:
                     handle(reply[3])

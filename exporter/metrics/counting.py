@@ -14,11 +14,18 @@ from collections.abc import Sequence
 from prometheus_client.core import Metric
 
 from exporter.metrics.exposition import FastCounterFamily, FastHistogramFamily, LabelText
+from exporter.metrics.native import NativeBuckets, NativeConfig
 
 
 def _go_float(bound: float) -> str:
     """Bucket bound as Prometheus clients print it (1.0, 0.25, 3600.0)."""
     return repr(float(bound))
+
+
+# A histogram's classic slots per series, and its native buckets (None: not kept).
+HistogramSnapshot = tuple[
+    dict[tuple[str, ...], list[float]], dict[tuple[str, ...], NativeBuckets] | None
+]
 
 
 class LabelledCounter:
@@ -59,6 +66,7 @@ class LabelledHistogram:
         documentation: str,
         labelnames: Sequence[str],
         buckets: Sequence[float],
+        native: NativeConfig | None = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
@@ -67,6 +75,9 @@ class LabelledHistogram:
         self._le = [_go_float(b) for b in self.bounds] + ["+Inf"]
         # Per label tuple: non-cumulative bucket counts (last is +Inf), then the sum.
         self.values: dict[tuple[str, ...], list[float]] = {}
+        # The same series' native buckets (native.py), when enabled; same keys as values.
+        self.native_config = native
+        self.native: dict[tuple[str, ...], NativeBuckets] = {}
         self._text = LabelText(self.labelnames)
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
@@ -76,24 +87,41 @@ class LabelledHistogram:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
         slots[bisect_left(self.bounds, value)] += 1
         slots[-1] += value
+        config = self.native_config
+        if config is not None:
+            buckets = self.native.get(labels)
+            if buckets is None:
+                buckets = self.native[labels] = NativeBuckets(config.schema)
+            buckets.observe(value, config)
+
+    def remove(self, labels: tuple[str, ...]) -> None:
+        del self.values[labels]
+        self.native.pop(labels, None)
 
     def count(self, labels: tuple[str, ...]) -> int:
         slots = self.values.get(labels)
         return 0 if slots is None else int(sum(slots[:-1]))
 
-    def snapshot(self) -> dict[tuple[str, ...], list[float]]:
+    def snapshot(self) -> HistogramSnapshot:
         """A copy to render from, taken under the caller's lock (the slots mutate in place)."""
-        return {labels: slots[:] for labels, slots in self.values.items()}
+        values = {labels: slots[:] for labels, slots in self.values.items()}
+        if self.native_config is None:
+            return values, None
+        return values, {labels: b.copy() for labels, b in self.native.items()}
 
-    def family(self, values: dict[tuple[str, ...], list[float]] | None = None) -> Metric:
+    def family(self, snapshot: HistogramSnapshot | None = None) -> Metric:
         """The family to expose; renders its own text (exposition.py)."""
+        values, native = self.snapshot() if snapshot is None else snapshot
         return FastHistogramFamily(
             self.name,
             self.documentation,
             self.labelnames,
             self._le,
-            self.snapshot() if values is None else values,
+            values,
             self._text,
             # As HistogramMetricFamily: no _count/_sum when a bucket bound is negative.
             with_count=not self.bounds or self.bounds[0] >= 0,
+            bounds=self.bounds,
+            native=native,
+            native_config=self.native_config,
         )

@@ -24,6 +24,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from exporter.metrics import protobuf
+from exporter.metrics.native import NativeBuckets, NativeConfig
+
 INF = float("inf")
 OPENMETRICS = "application/openmetrics-text"
 # Label text caches are rebuilt when they hold this many more entries than live series.
@@ -63,6 +66,7 @@ class LabelText:
         self._after_le = [i for i in order if names[i] > "le"]
         self._full: dict[tuple[str, ...], str] = {}
         self._bucket: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._proto: dict[tuple[str, ...], bytes] = {}
 
     def use_constant_labels(self, const: tuple[tuple[str, str], ...]) -> None:
         if const != self._const:
@@ -93,10 +97,20 @@ class LabelText:
             )
         return parts
 
+    def proto(self, labels: tuple[str, ...]) -> bytes:
+        """The protobuf ``label`` fields of a Metric (protobuf.py)."""
+        encoded = self._proto.get(labels)
+        if encoded is None:
+            values = labels + self._const_values if self._const_values else labels
+            encoded = self._proto[labels] = protobuf.label_pairs(
+                zip(self._names, values, strict=True)
+            )
+        return encoded
+
     def prune(self, live: Iterable[tuple[str, ...]]) -> None:
         """Forget the text of label tuples that are gone (removed series)."""
         live_keys = set(live)
-        for cache in (self._full, self._bucket):
+        for cache in (self._full, self._bucket, self._proto):
             if len(cache) > len(live_keys) + CACHE_SLACK:
                 # list(): one C-level copy, safe while another scrape adds entries.
                 for key in [k for k in list(cache) if k not in live_keys]:
@@ -157,6 +171,16 @@ class FastFamily(Metric):
     def lines(self) -> list[str]:
         return self._lines()
 
+    def proto_type(self) -> int:
+        raise NotImplementedError
+
+    def proto_name(self) -> str:
+        return self.name
+
+    def proto_metrics(self) -> list[bytes]:
+        """This family's Metric messages in the protobuf format (protobuf.py)."""
+        raise NotImplementedError
+
 
 class FastCounterFamily(FastFamily):
     def __init__(
@@ -187,6 +211,19 @@ class FastCounterFamily(FastFamily):
         self.text.prune(self.values)
         return out
 
+    def proto_type(self) -> int:
+        return protobuf.COUNTER
+
+    def proto_name(self) -> str:
+        return self.name + "_total"
+
+    def proto_metrics(self) -> list[bytes]:
+        proto, counter = self.text.proto, protobuf.counter_metric
+        out = [counter(proto(labels), value) for labels, value in self.values.items()]
+        # A Prometheus that asks for protobuf never reads the text: prune here too.
+        self.text.prune(self.values)
+        return out
+
 
 class FastHistogramFamily(FastFamily):
     def __init__(
@@ -198,13 +235,43 @@ class FastHistogramFamily(FastFamily):
         values: dict[tuple[str, ...], list[float]],
         text: LabelText,
         with_count: bool,
+        bounds: Sequence[float] = (),
+        native: dict[tuple[str, ...], NativeBuckets] | None = None,
+        native_config: NativeConfig | None = None,
     ) -> None:
         self.labelnames = list(labelnames)
         self.le = list(le)
         self.values = values
         self.text = text
         self.with_count = with_count
+        self.bounds = list(bounds)
+        self.native = native
+        self.native_config = native_config
         super().__init__(name, documentation, "histogram", self._render)
+
+    def proto_type(self) -> int:
+        return protobuf.HISTOGRAM
+
+    def proto_metrics(self) -> list[bytes]:
+        config = self.native_config
+        native = self.native if config is not None else None
+        zero_threshold = 0.0 if config is None else config.zero_threshold
+        bounds = [protobuf.bound_field(b) for b in self.bounds]
+        if config is not None and not config.classic:
+            bounds = []
+        proto, metric = self.text.proto, protobuf.histogram_metric
+        out: list[bytes] = []
+        for labels, slots in self.values.items():
+            buckets: list[tuple[bytes, int]] = []
+            cumulative = 0
+            for bound, n in zip(bounds, slots, strict=False):
+                cumulative += int(n)
+                buckets.append((bound, cumulative))
+            count = int(sum(slots[:-1]))  # every bucket, +Inf included
+            series = None if native is None else native.get(labels)
+            out.append(metric(proto(labels), count, slots[-1], buckets, series, zero_threshold))
+        self.text.prune(self.values)
+        return out
 
     def build(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -250,15 +317,72 @@ class _One:
         yield self.metric
 
 
+def wants_protobuf(accept: str) -> bool:
+    """Whether ``accept`` prefers the delimited protobuf format over every text format
+    (Prometheus asks for it first, with q=1, when native histograms are enabled)."""
+    protobuf_q = other_q = 0.0
+    for entry in accept.split(","):
+        media, *params = (part.strip() for part in entry.split(";"))
+        fields = {}
+        for param in params:
+            key, _, value = param.partition("=")
+            fields[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(fields.get("q", "1"))
+        except ValueError:
+            q = 0.0
+        if media.lower() == "application/vnd.google.protobuf":
+            if (
+                fields.get("proto") == "io.prometheus.client.MetricFamily"
+                and fields.get("encoding") == "delimited"
+            ):
+                protobuf_q = max(protobuf_q, q)
+        elif media:
+            other_q = max(other_q, q)
+    return protobuf_q > 0 and protobuf_q >= other_q
+
+
+def _has_native(families: dict[str, list[Metric]]) -> bool:
+    return any(
+        isinstance(m, FastHistogramFamily) and m.native is not None
+        for same_name in families.values()
+        for m in same_name
+    )
+
+
+def render_protobuf(families: dict[str, list[Metric]]) -> bytes:
+    parts: list[bytes] = []
+    for same_name in families.values():
+        first = same_name[0]
+        if isinstance(first, FastFamily):
+            metrics = [
+                m
+                for fast in same_name
+                if isinstance(fast, FastFamily)
+                for m in fast.proto_metrics()
+            ]
+            parts.append(
+                protobuf.family(
+                    first.proto_name(), first.documentation, first.proto_type(), metrics
+                )
+            )
+        else:
+            parts.append(protobuf.generic_family(same_name))
+    return b"".join(parts)
+
+
 def render(registry: Any, accept: str) -> tuple[bytes, str]:
-    """The body and content type of a scrape, as ``choose_encoder(accept)`` would give."""
-    encoder, content_type = choose_encoder(accept)
-    openmetrics = content_type.startswith(OPENMETRICS)
-    # With several brokers each family comes once per broker: both formats allow a family
+    """The body and content type of a scrape: the protobuf format when the scraper prefers it
+    and native histograms are kept, else as ``choose_encoder(accept)`` would give."""
+    # With several brokers each family comes once per broker: every format allows a family
     # (HELP/TYPE) only once, so same-named families are written as one.
     families: dict[str, list[Metric]] = {}
     for metric in registry.collect():
         families.setdefault(metric.name, []).append(metric)
+    if wants_protobuf(accept) and _has_native(families):
+        return render_protobuf(families), protobuf.CONTENT_TYPE
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith(OPENMETRICS)
     parts: list[str] = []
     for same_name in families.values():
         first = same_name[0]

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.beat_schedule import ScheduleEntry
 from exporter.metrics.counting import LabelledCounter, LabelledHistogram
+from exporter.metrics.native import NativeConfig
 from exporter.state.arrivals import ArrivalStats
 
 NO_WORKER_LABELS = ("name", "queue_name")
@@ -29,6 +30,7 @@ class TaskMetrics:
         runtime_buckets: Sequence[float],
         queue_wait_buckets: Sequence[float],
         worker_label: bool = True,
+        native: NativeConfig | None = None,
     ) -> None:
         self.worker_label = worker_label
         worker_labels = ("name", "hostname", "queue_name") if worker_label else NO_WORKER_LABELS
@@ -72,6 +74,7 @@ class TaskMetrics:
             "started-to-failed for failed tasks.",
             ("name", "queue_name", "state"),
             runtime_buckets,
+            native,
         )
         self.queue_wait = LabelledHistogram(
             "celery_task_queue_wait_seconds",
@@ -79,6 +82,7 @@ class TaskMetrics:
             "Without task-sent events, measured from when the worker received it.",
             ("name", "queue_name"),
             queue_wait_buckets,
+            native,
         )
         self.all: tuple[LabelledCounter | LabelledHistogram, ...] = (
             self.sent,
@@ -111,7 +115,10 @@ class TaskMetrics:
                 position = metric.labelnames.index(label)
                 values: dict[tuple[str, ...], object] = metric.values  # type: ignore[assignment]
                 for labels in [k for k in values if k[position] == value]:
-                    del values[labels]
+                    if isinstance(metric, LabelledHistogram):
+                        metric.remove(labels)
+                    else:
+                        del values[labels]
                     removed += 1
         return removed
 

@@ -180,7 +180,8 @@ _DOC_ROW = re.compile(r"^\|\s*`([a-zA-Z_:][\w:]*\*?)`\s*\|\s*([^|]+?)\s*\|\s*([^
 def documented_metrics(path: Path = REPO_ROOT / "docs" / "metrics.md") -> dict[str, Metric]:
     """Every series name docs/metrics.md documents, from its tables.
 
-    A histogram gives ``_bucket`` (with ``le``), ``_sum`` and ``_count``; counters are listed
+    A histogram gives ``_bucket`` (with ``le``), ``_sum`` and ``_count``, and its own name for
+    the native histogram Prometheus stores when it scrapes the protobuf format; counters are listed
     with their ``_total`` name already. A name ending in ``*`` (``process_*``) is a prefix.
     Every metric but ``NOT_PER_BROKER`` also has the ``broker`` label.
     """
@@ -196,6 +197,7 @@ def documented_metrics(path: Path = REPO_ROOT / "docs" / "metrics.md") -> dict[s
             metrics[f"{name}_bucket"] = Metric(f"{name}_bucket", kind, labels | {"le"})
             metrics[f"{name}_sum"] = Metric(f"{name}_sum", kind, labels)
             metrics[f"{name}_count"] = Metric(f"{name}_count", kind, labels)
+            metrics[name] = Metric(name, kind, labels)
         else:
             metrics[name] = Metric(name, kind, labels)
     return metrics
