@@ -93,6 +93,7 @@ def _observation(exporter: BrokerWatch, window: float) -> Observation:
                     ),
                     consumers=consumers,
                     broker_consumers=qs.broker_consumers,
+                    priority_mismatch=qs.priority_mismatch,
                 )
             )
     with exporter.dispatcher.lock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exporter.sources.redis_priorities import PriorityMismatch
+
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
 
@@ -28,6 +30,8 @@ class QueueView:
     oldest_age: float | None
     consumers: list[str]  # live workers consuming it
     broker_consumers: int | None
+    # Redis: priority lists the exporter's configured steps/separator do not name.
+    priority_mismatch: PriorityMismatch | None = None
 
 
 @dataclass
@@ -119,6 +123,8 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
                     "count the sub-queues too (celery_queue_messages does)",
                 ))  # fmt: skip
 
+    found.extend(priority_layout_findings(obs.queues))
+
     for w in alive:
         if w.task_events is False:
             found.append(Finding(
@@ -148,6 +154,24 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
             ))  # fmt: skip
 
     found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return found
+
+
+def priority_layout_findings(queues: list[QueueView]) -> list[Finding]:
+    """Producers use priority steps or a separator the exporter was not given."""
+    found: list[Finding] = []
+    for q in queues:
+        mismatch = q.priority_mismatch
+        if mismatch is None:
+            continue
+        found.append(Finding(
+            WARNING,
+            f"queue `{q.name}` has {mismatch.describe()}",
+            "producers and workers use other broker_transport_options (priority_steps, "
+            "sep) than this exporter: its depth is counted anyway, but any tool reading "
+            "only the configured lists misses part of the backlog",
+            mismatch.fix(),
+        ))  # fmt: skip
     return found
 
 

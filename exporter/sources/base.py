@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from exporter.sources.redis_priorities import PriorityMismatch
+
 
 @dataclass
 class QueueSample:
@@ -15,6 +17,8 @@ class QueueSample:
     reserved: int | None = None
     oldest_message_id: str | None = None
     broker_consumers: int | None = None
+    # Redis: priority lists found that the configured layout does not name.
+    priority_mismatch: PriorityMismatch | None = None
 
 
 @dataclass

@@ -1,0 +1,174 @@
+"""Which priority lists a Redis queue really has, whatever the producers were configured with.
+
+kombu stores priority ``p`` of queue ``q`` in ``<q><sep><step>`` where ``step`` is the
+largest of ``priority_steps`` not above ``p`` (``p`` clamped to 0..9; step 0 is the bare
+list). Producers and workers configured with other ``priority_steps`` or ``sep`` than the
+exporter (kombu's default is ``[0, 3, 6, 9]`` and ``\\x06\\x16``) fill lists the exporter
+would not read: the backlog hidden in them is the priority-queue incident. So the layout is
+learned, not assumed:
+
+- every step 1..9 is probed for each known separator (one ``EXISTS`` per queue and sample,
+  over the lists not yet known): that covers every list kombu can create;
+- separators are learned from kombu's binding members (``<queue><sep><sep><queue>`` for
+  Celery's automatic queues) and from sub-list keys a bounded keyspace scan finds
+  (see ``redis_keyspace.py``);
+- a list once found is read on every later sample (0 when it empties, so its series stays).
+
+Lists found that the configured (or default) layout does not name are a mismatch: counted
+anyway, logged once per queue, exported and reported by ``diagnose``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# kombu clamps message priorities to 0..9 and maps each to a step not above it.
+PROBED_STEPS = tuple(range(1, 10))
+# A separator learned from a key must look like one: short, with no letters or digits (so
+# "celery-beat-1" is not read as queue "celery" with separator "-beat-").
+MAX_SEP_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class PriorityMismatch:
+    """Sub-lists of a queue that the configured layout does not name."""
+
+    found_steps: tuple[int, ...]  # every step found (0 included), ascending
+    found_seps: tuple[str, ...]  # separators of the lists found outside the configuration
+    configured_steps: tuple[int, ...]
+    configured_sep: str
+    steps_configured: bool  # False: kombu's default, as no option was given
+
+    def describe(self) -> str:
+        source = "configured" if self.steps_configured else "kombu's default"
+        seps = ", ".join(repr(s) for s in self.found_seps)
+        return (
+            f"priority lists for steps {list(self.found_steps)} (separator {seps}) while the "
+            f"exporter's priority_steps are {list(self.configured_steps)} ({source}), "
+            f"separator {self.configured_sep!r}"
+        )
+
+    def fix(self) -> str:
+        options = [f"priority_steps={_json_list(self.found_steps)}"]
+        if self.found_seps and self.found_seps[0] != self.configured_sep:
+            options.append(f"sep={self.found_seps[0]!r}")
+        flags = " ".join(f"--broker-transport-option '{o}'" for o in options)
+        return (
+            "give producers, workers and the exporter the same broker_transport_options "
+            f"(exporter: {flags})"
+        )
+
+
+def _json_list(steps: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(s) for s in steps) + "]"
+
+
+def sep_of_default_binding(member: str) -> tuple[str, str] | None:
+    """(queue, sep) from a binding member ``<q><sep><sep><q>`` (routing key = queue name,
+    no pattern: how Celery binds its automatic queues), when the separator is unknown."""
+    for k in range(len(member) // 2 - 1, 0, -1):
+        queue = member[:k]
+        if not member.endswith(queue):
+            continue
+        middle = member[k : len(member) - k]
+        half = len(middle) // 2
+        if len(middle) % 2 == 0 and middle[:half] == middle[half:] and plausible_sep(middle[:half]):
+            return queue, middle[:half]
+    return None
+
+
+def plausible_sep(sep: str) -> bool:
+    return 0 < len(sep) <= MAX_SEP_LENGTH and not any(c.isalnum() for c in sep)
+
+
+class PriorityLayout:
+    """The priority lists to read per queue: configured, probed, learned."""
+
+    def __init__(self, prefix: str, sep: str, steps: tuple[int, ...], steps_configured: bool):
+        self.prefix = prefix
+        self.sep = sep
+        self.steps = steps
+        self.steps_configured = steps_configured
+        self.seps: list[str] = [sep]  # known separators, the configured one first
+        # queue -> (sep, step) lists found beyond the configured ones
+        self.found: dict[str, set[tuple[str, int]]] = {}
+        # queue -> steps whose list held messages in some sample
+        self.seen: dict[str, set[int]] = {}
+        self._logged: set[str] = set()
+
+    def learn_sep(self, sep: str) -> None:
+        if sep not in self.seps and plausible_sep(sep):
+            self.seps.append(sep)
+
+    def key(self, queue: str, sep: str, step: int) -> str:
+        name = f"{self.prefix}{queue}"
+        return name if step == 0 else f"{name}{sep}{step}"
+
+    def lists(self, queue: str) -> list[tuple[str, int]]:
+        """(sep, step) of every list to read for this queue, step 0 (the bare list) first."""
+        configured = [(self.sep, step) for step in self.steps]
+        if 0 not in self.steps:  # kombu still puts priorities below the first step there
+            configured.insert(0, (self.sep, 0))
+        extra = sorted(self.found.get(queue, ()), key=lambda p: (p[1], p[0]))
+        return configured + [p for p in extra if p not in configured]
+
+    def unprobed(self, queue: str) -> list[tuple[str, int]]:
+        """Possible lists not read yet: probed with one EXISTS per queue and sample."""
+        known = set(self.lists(queue))
+        return [(s, step) for s in self.seps for step in PROBED_STEPS if (s, step) not in known]
+
+    def found_list(self, queue: str, sep: str, step: int) -> None:
+        if (sep, step) in self.lists(queue):
+            return
+        self.found.setdefault(queue, set()).add((sep, step))
+        self.learn_sep(sep)
+
+    def log_mismatch(self, queue: str) -> None:
+        """One warning per queue, once a sample has counted its lists."""
+        mismatch = self.mismatch(queue)
+        if mismatch is not None and queue not in self._logged:
+            self._logged.add(queue)
+            log.warning(
+                "Redis queue %r has %s: counted anyway, but the configurations disagree; %s",
+                queue,
+                mismatch.describe(),
+                mismatch.fix(),
+            )
+
+    def forget(self, queue: str) -> None:
+        self.found.pop(queue, None)
+        self.seen.pop(queue, None)
+
+    def saw(self, queue: str, step: int) -> None:
+        """A list of this step held messages (what producers use, for the suggested fix)."""
+        self.seen.setdefault(queue, set()).add(step)
+
+    def mismatch(self, queue: str) -> PriorityMismatch | None:
+        extra = self.found.get(queue)
+        if not extra:
+            return None
+        steps = {0} | self.seen.get(queue, set()) | {step for _sep, step in extra}
+        return PriorityMismatch(
+            found_steps=tuple(sorted(steps)),
+            found_seps=tuple(sorted({s for s, _step in extra}, key=self.seps.index)),
+            configured_steps=self.steps,
+            configured_sep=self.sep,
+            steps_configured=self.steps_configured,
+        )
+
+    def classify(self, key: str, queues: set[str]) -> tuple[str, str, int] | None:
+        """(queue, sep, step) when ``key`` looks like a priority list of a known queue."""
+        if not key.startswith(self.prefix) or len(key) < 3:
+            return None
+        last = key[-1]
+        if not ("1" <= last <= "9") or key[-2].isalnum():
+            return None
+        rest = key[len(self.prefix) : -1]
+        for cut in range(len(rest) - 1, max(0, len(rest) - MAX_SEP_LENGTH - 1), -1):
+            queue, sep = rest[:cut], rest[cut:]
+            if queue in queues and plausible_sep(sep):
+                return queue, sep, int(last)
+        return None

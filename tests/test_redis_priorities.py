@@ -1,0 +1,162 @@
+"""Redis priority lists counted as they are in Redis, with the exporter told nothing about
+the producers' priority_steps, separator or layout: real Redis, real kombu producers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from tests.support.exporter import ExporterProcess
+from tests.support.metrics import Samples, value
+from tests.support.workers import Producer
+from tests.test_diagnose import diagnose
+from tests.test_queues import FAST, SEP, sampled
+
+
+def priorities(s: Samples, queue: str) -> set[str]:
+    """The priority labels of one queue's celery_queue_messages_by_priority series."""
+    return {
+        dict(ls)["priority"]
+        for (n, ls) in s
+        if n == "celery_queue_messages_by_priority" and dict(ls)["queue_name"] == queue
+    }
+
+
+def _send_priorities(producer: Producer, queue: str, priorities: range, each: int) -> None:
+    for priority in priorities:
+        for i in range(each):
+            producer.send("tests.add", args=(i, i), queue=queue, priority=priority)
+
+
+def test_ten_priority_steps_counted_with_no_option(
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    """The priority-queue incident: producers use steps 0..9, the exporter has kombu's
+    default [0, 3, 6, 9]. Every one of the 30 messages counts, each priority has its
+    series, and the mismatch shows in a metric and in one log line."""
+    options = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+    producer = producer_factory(redis_url, send_sent_event=False, broker_transport_options=options)
+    _send_priorities(producer, "prio10", range(10), 3)
+    client = redis.Redis.from_url(redis_url)
+    independent = {str(p): client.llen(f"prio10{SEP}{p}" if p else "prio10") for p in range(10)}
+    client.close()
+    assert independent == {str(p): 3 for p in range(10)}
+
+    exporter = exporter_factory(redis_url, *FAST)
+    s = sampled(exporter, lambda s: value(s, "celery_queue_messages", queue_name="prio10") == 30)
+    for priority, n in independent.items():
+        got = value(s, "celery_queue_messages_by_priority", queue_name="prio10", priority=priority)
+        assert got == n, priority
+    assert priorities(s, "prio10") == set(independent)
+    assert value(s, "celery_queue_priority_layout_mismatch", queue_name="prio10") == 1
+    log = exporter.log()
+    assert log.count("Redis queue 'prio10' has priority lists") == 1, log
+    assert "priority_steps=[0,1,2,3,4,5,6,7,8,9]" in log
+    # The next message to be consumed is priority 0's: its age is there.
+    assert value(s, "celery_queue_oldest_message_age_seconds", queue_name="prio10") is not None
+
+
+def test_steps_0_5_and_a_matching_configuration_is_not_a_mismatch(
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    """Steps [0, 5]: priority 7 lands in list 5, which the default steps do not name.
+    A queue filled with the default steps (the same as the exporter's) is no mismatch."""
+    producer = producer_factory(
+        redis_url, send_sent_event=False, broker_transport_options={"priority_steps": [0, 5]}
+    )
+    for priority in (0, 0, 7, 7, 7):
+        producer.send("tests.add", args=(1, 1), queue="five", priority=priority)
+    default = producer_factory(redis_url, send_sent_event=False)
+    for priority in (0, 3, 9, 9):
+        default.send("tests.add", args=(1, 1), queue="usual", priority=priority)
+    exporter = exporter_factory(redis_url, *FAST)
+    s = sampled(
+        exporter,
+        lambda s: (
+            value(s, "celery_queue_messages", queue_name="five") == 5
+            and value(s, "celery_queue_messages", queue_name="usual") == 4
+        ),
+    )
+    assert value(s, "celery_queue_messages_by_priority", queue_name="five", priority="0") == 2
+    assert value(s, "celery_queue_messages_by_priority", queue_name="five", priority="5") == 3
+    assert value(s, "celery_queue_priority_layout_mismatch", queue_name="five") == 1
+    assert value(s, "celery_queue_priority_layout_mismatch", queue_name="usual") == 0
+    assert priorities(s, "usual") == {"0", "3", "6", "9"}
+    assert "priority_steps=[0,5]" in exporter.log()
+    assert "Redis queue 'usual'" not in exporter.log()
+
+
+def test_custom_separator_found_with_no_option(
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    """sep=":": the queue is found through kombu's binding (whose members use the same
+    separator), its lists ``jobs:3``, ``jobs:9`` by probing."""
+    producer = producer_factory(
+        redis_url, send_sent_event=False, broker_transport_options={"sep": ":"}
+    )
+    for priority in (0, 4, 4, 9):
+        producer.send("tests.add", args=(1, 1), queue="jobs", priority=priority)
+    client = redis.Redis.from_url(redis_url)
+    assert (client.llen("jobs"), client.llen("jobs:3"), client.llen("jobs:9")) == (1, 2, 1)
+    client.close()
+    exporter = exporter_factory(redis_url, *FAST)
+    s = sampled(exporter, lambda s: value(s, "celery_queue_messages", queue_name="jobs") == 4)
+    assert value(s, "celery_queue_messages_by_priority", queue_name="jobs", priority="3") == 2
+    assert value(s, "celery_queue_messages_by_priority", queue_name="jobs", priority="9") == 1
+    assert value(s, "celery_queue_priority_layout_mismatch", queue_name="jobs") == 1
+    assert "--broker-transport-option 'sep=':''" in exporter.log()
+
+
+def test_global_keyprefix_with_unknown_steps_and_separator(
+    redis_url: str,
+    exporter_factory: Callable[..., ExporterProcess],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    """The exporter needs the prefix (Celery's events and control are prefixed too); the
+    steps and separator it is not told are learned under that prefix."""
+    options = {"global_keyprefix": "prod:", "priority_steps": [0, 2, 8], "sep": "."}
+    producer = producer_factory(redis_url, send_sent_event=False, broker_transport_options=options)
+    for priority in (1, 2, 2, 9):
+        producer.send("tests.add", args=(1, 1), queue="billing", priority=priority)
+    client = redis.Redis.from_url(redis_url)
+    assert (client.llen("prod:billing"), client.llen("prod:billing.2")) == (1, 2)
+    assert client.llen("prod:billing.8") == 1
+    # An unprefixed look-alike is not the queue's.
+    client.lpush("billing.5", "not a task")
+    client.close()
+    exporter = exporter_factory(
+        redis_url, *FAST, "--broker-transport-option", "global_keyprefix=prod:"
+    )
+    s = sampled(exporter, lambda s: value(s, "celery_queue_messages", queue_name="billing") == 4)
+    assert priorities(s, "billing") == {"0", "2", "3", "6", "8", "9"}
+    assert value(s, "celery_queue_messages_by_priority", queue_name="billing", priority="2") == 2
+    assert value(s, "celery_queue_messages_by_priority", queue_name="billing", priority="8") == 1
+    assert value(s, "celery_queue_priority_layout_mismatch", queue_name="billing") == 1
+
+
+def test_diagnose_names_the_mismatch_and_the_fix(
+    redis_url: str, producer_factory: Callable[..., Producer]
+) -> None:
+    options = {"priority_steps": list(range(10))}
+    producer = producer_factory(redis_url, send_sent_event=False, broker_transport_options=options)
+    _send_priorities(producer, "ten", range(10), 1)
+    result = diagnose(redis_url, "--listen", "1")
+    by_priority = ", ".join(f"{p}: 1" for p in range(10))
+    assert f"by priority: {by_priority}\n" in result.stdout, result.stdout
+    assert (
+        "WARNING   queue `ten` has priority lists for steps [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] "
+        "(separator '\\x06\\x16') while the exporter's priority_steps are [0, 3, 6, 9] "
+        "(kombu's default)"
+    ) in result.stdout, result.stdout
+    assert (
+        "fix:   give producers, workers and the exporter the same broker_transport_options "
+        "(exporter: --broker-transport-option 'priority_steps=[0,1,2,3,4,5,6,7,8,9]')"
+    ) in result.stdout, result.stdout
+    assert "CRITICAL  no worker alive and 10 tasks waiting" in result.stdout
