@@ -51,6 +51,7 @@ bench: venv
 	$(BIN)/python bench/matrix.py
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/keyspace.py
 
 SOAK_MINUTES ?= 60
 bench-soak: venv

@@ -60,6 +60,7 @@ OTHER_SECTIONS = (
     "## /metrics latency",
     "## Memory after 1,000,000 tasks",
     "## Soak",
+    "## Redis queue sampling with 1,000,000 keys",
 )
 
 EXCHANGE = "celeryev"

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import redis
+from celery import Celery
 
+from exporter.sources.redis_keyspace import KeyspaceWalk
+from exporter.sources.redis_queues import RedisQueueSource
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, value
 from tests.support.workers import Producer
@@ -160,3 +163,40 @@ def test_diagnose_names_the_mismatch_and_the_fix(
         "(exporter: --broker-transport-option 'priority_steps=[0,1,2,3,4,5,6,7,8,9]')"
     ) in result.stdout, result.stdout
     assert "CRITICAL  no worker alive and 10 tasks waiting" in result.stdout
+
+
+def test_keyspace_walk_is_bounded_and_resumes_across_samples(redis_url: str) -> None:
+    """The million-key case in small (bench/keyspace.py measures the real one): 5,000
+    unrelated keys, a walk of at most 5 SCAN calls of 100 keys per sample. A named queue is
+    counted in full from the first sample; a queue only kombu's bindings name is found
+    once the walk has gone round, never by a call beyond the budget."""
+    options = {"priority_steps": list(range(10))}
+    app = Celery(broker=redis_url)
+    app.conf.broker_transport_options = options
+    for priority in range(10):
+        app.send_task("tests.add", queue="named", priority=priority)
+    app.send_task("tests.add", queue="listed")
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set(f"user:session:{i}", "x")
+    pipe.execute()
+    source = RedisQueueSource(Celery(broker=redis_url), {}, timeout=5.0)
+    source.walk = KeyspaceWalk(count=100, calls=5)
+    found_after = None
+    try:
+        for i in range(1, 16):
+            before = client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+            sample = source.sample(["named"])
+            calls = client.info("commandstats")["cmdstat_scan"]["calls"] - before
+            assert calls <= 5, (i, calls)
+            assert sample.queues["named"].ready == 10, i
+            assert set(sample.queues["named"].by_priority or {}) == {str(p) for p in range(10)}
+            if found_after is None and "listed" in sample.queues:
+                found_after = i
+    finally:
+        source.close()
+        client.close()
+        app.close()
+    # 5,000-odd keys at up to 500 per sample: round after 10 or 11 samples, not the first.
+    assert found_after is not None and 2 <= found_after <= 12, found_after
