@@ -45,6 +45,14 @@ class WorkerQueues:
         else:
             self._only_queue.pop(hostname, None)
 
+    def consumed(self, queue: str) -> bool:
+        """Some worker (up or not) said it consumes this queue."""
+        return any(queue in queues for queues in list(self._queues.values()))
+
+    def known(self, hostname: str) -> bool:
+        """The worker answered (its queues may be none)."""
+        return hostname in self._queues
+
     def forget(self, hostname: str) -> None:
         self._queues.pop(hostname, None)
         self._only_queue.pop(hostname, None)
@@ -58,6 +66,8 @@ class WorkerQueues:
 # ``inspect_interval`` (queues change with add_consumer; memory and busy processes move).
 FIRST_ASK_DELAY_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+# The retry delay after two unanswered requests is 4 s: up to then, events wait.
+AWAITED_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,20 @@ class ControlThread:
         with self._lock:
             self._due[hostname] = (self.clock() + FIRST_ASK_DELAY_SECONDS, 1.0)
         self._wake.set()
+
+    def awaiting_queues(self, hostname: str) -> bool:
+        """True while this worker has never answered and its first two requests for its
+        queues are not both unanswered (about 4 s after it came online): its new tasks'
+        events may wait for the answer (events/reorder.py). A worker that cannot answer (a
+        fake or a busy solo pool) thus delays nothing for long. Lock-free: called for new
+        tasks on the event thread."""
+        due = self._due.get(hostname)
+        return (
+            self._thread is not None  # nobody asks before start(): nothing to wait for
+            and due is not None
+            and due[1] <= AWAITED_RETRY_SECONDS
+            and not self.worker_queues.known(hostname)
+        )
 
     def forget(self, hostname: str) -> None:
         with self._lock:

@@ -88,12 +88,19 @@ class BrokerWatch:
         )
         self.worker_events = WorkerEventHandler(self.workers, self.control.ask_queues)
         self.dispatcher = EventDispatcher(
-            TaskEventHandler(self.task_metrics, tracker, self.worker_queues.only_queue, task_names),
+            TaskEventHandler(
+                self.task_metrics,
+                tracker,
+                self.worker_queues.only_queue,
+                task_names,
+                consumed=self.worker_queues.consumed,
+            ),
             self.worker_events,
             self.workers,
             self.health,
             clock,
             reorder_window=settings.reorder_window_seconds,
+            awaits_worker=self.control.awaiting_queues,
         )
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock

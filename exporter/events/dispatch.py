@@ -43,6 +43,7 @@ class EventDispatcher:
         health: ExporterHealth,
         clock: Callable[[], float] = time.time,
         reorder_window: float = 2.0,
+        awaits_worker: Callable[[str], bool] = lambda hostname: False,
     ) -> None:
         self.tasks = tasks
         self.workers = workers
@@ -57,7 +58,7 @@ class EventDispatcher:
         self._event_counts = health.events.values
         self._hostnames: dict[str, str] = {}
         self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
-        self.reorder = Reorder(tasks.tracker, reorder_window)
+        self.reorder = Reorder(tasks.tracker, reorder_window, awaits_worker=awaits_worker)
         # Guards the task tracker and the task/health counters: events are applied on the
         # consumer thread, scrapes and housekeeping read them from others.
         self.lock = threading.Lock()
@@ -116,7 +117,7 @@ class EventDispatcher:
                 hostname = self._hostname(raw)
             if etype != "task-sent" and self.registry.task_event(hostname):
                 log.info("worker %s sends task events", hostname)
-            if self.reorder.hold(etype, uuid, event, now):
+            if self.reorder.hold(etype, uuid, event, now, hostname):
                 return
             try:
                 task_handler(event, uuid, hostname, now)

@@ -26,6 +26,11 @@ from exporter.state.task_tracker import TaskTracker, TrackedTask
 Event = dict[str, Any]
 TaskHandler = Callable[[Event, str, str, float], None]
 MAX_QUEUES_SEEN = 1_000
+# Celery 5.5+ native delayed delivery (RabbitMQ, quorum queues): an ETA/countdown task is
+# published to exchange ``celery_delayed_27`` with routing key "<28 bits of the delay, dot
+# separated>.<destination routing key>", and its task-sent names no queue.
+DELAYED_EXCHANGE_SUFFIX = "celery_delayed_27"
+_DELAYED_ROUTING_KEY = re.compile(r"(?:[01]\.){28}(.+)")
 
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
 
@@ -71,6 +76,7 @@ class TaskEventHandler:
         tracker: TaskTracker,
         queue_of_worker: Callable[[str], str | None],
         names: TaskNames | None = None,
+        consumed: Callable[[str], bool] = lambda queue: False,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker
@@ -80,6 +86,8 @@ class TaskEventHandler:
         self.worker_label = metrics.worker_label
         # The worker's only queue, when inspection showed it consumes exactly one.
         self.queue_of_worker = queue_of_worker
+        # Whether some worker consumes a queue of this name (from active_queues).
+        self.consumed = consumed
         # Queues named by task-sent events since the sampler last asked (queue discovery).
         self.queues_seen: set[str] = set()
         self.arrivals = ArrivalTracker()
@@ -120,18 +128,38 @@ class TaskEventHandler:
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
         task.name = name = self.names.label(event.get("name"))
         self.names.touch(name, now)
-        task.queue = cached_label(event.get("queue"))
+        queue = self._queue_of_sent(event)
+        # None, not (unknown): the worker's only queue can still tell it at the worker.
+        task.queue = queue
         sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
         # A retry is sent again with the same uuid: its previous start is history.
         task.started_at = None
-        self.metrics.sent.inc((task.name, task.queue))
+        self.metrics.sent.inc((task.name, queue or UNKNOWN))
         if not event.get("retries"):
             sender = event.get("hostname")
             if name != OTHER and name != UNKNOWN:  # a mix of names has no rhythm
                 self.arrivals.arrive(name, sent_at, sender if type(sender) is str else None)
-        if task.queue != UNKNOWN and len(self.queues_seen) < MAX_QUEUES_SEEN:
-            self.queues_seen.add(task.queue)
+        if queue is not None and len(self.queues_seen) < MAX_QUEUES_SEEN:
+            self.queues_seen.add(queue)
+
+    def _queue_of_sent(self, event: Event) -> str | None:
+        """The queue a task-sent names; for a task in native delayed delivery (which names
+        none), its destination routing key when a worker consumes a queue of that name
+        (Celery routes its queues by their own name)."""
+        queue = event.get("queue")
+        if isinstance(queue, str) and queue:
+            return cached_label(queue)
+        exchange, routing_key = event.get("exchange"), event.get("routing_key")
+        if (
+            isinstance(exchange, str)
+            and exchange.endswith(DELAYED_EXCHANGE_SUFFIX)
+            and isinstance(routing_key, str)
+            and (match := _DELAYED_ROUTING_KEY.fullmatch(routing_key))
+            and self.consumed(match.group(1))
+        ):
+            return cached_label(match.group(1))
+        return None
 
     def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.touch(uuid, now)

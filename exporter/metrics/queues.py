@@ -87,6 +87,14 @@ class QueueCollector:
             worker_consumers.add_metric([queue], float(listening.get(queue, 0)))
         yield from (ready, by_priority, mismatch, reserved, oldest)
         yield from (broker_consumers, worker_consumers)
+        if snapshot is not None and snapshot.sample.delayed_total is not None:
+            delayed = GaugeMetricFamily(
+                "celery_broker_delayed_messages",
+                "RabbitMQ: ETA/countdown tasks not due yet, waiting in Celery's native delayed "
+                "delivery queues (celery_delayed_0..27; Celery 5.5+ with quorum queues), sampled.",
+            )
+            delayed.add_metric([], float(snapshot.sample.delayed_total))
+            yield delayed
         if snapshot is not None and snapshot.sample.reserved_total is not None:
             total = GaugeMetricFamily(
                 "celery_broker_reserved_messages",

@@ -28,6 +28,9 @@ class BrokerSample:
     listed_queues: set[str] = field(default_factory=set)
     # Redis: every reserved (unacked) message (per-queue counts are None past the scan limit).
     reserved_total: int | None = None
+    # RabbitMQ: messages in Celery's native delayed delivery queues (ETA/countdown tasks not
+    # due yet); None when it is not set up.
+    delayed_total: int | None = None
 
 
 class QueueSource(Protocol):
