@@ -93,6 +93,35 @@ def parse_stats(reply: Any) -> WorkerStats | None:
     )
 
 
+def parse_priority_options(reply: Any) -> dict[str, Any] | None:
+    """The priority layout in a worker's ``conf`` reply: ``sep``, ``priority_steps`` and
+    ``global_keyprefix`` of its broker_transport_options, when well-formed (nothing else is
+    kept: the options may hold passwords). None: no usable reply."""
+    if not isinstance(reply, dict):
+        return None
+    options = reply.get("broker_transport_options")
+    if not isinstance(options, dict):
+        return {}
+    found: dict[str, Any] = {}
+    sep, steps, prefix = (
+        options.get("sep"),
+        options.get("priority_steps"),
+        options.get("global_keyprefix"),
+    )
+    if isinstance(sep, str) and 0 < len(sep) <= 8:
+        found["sep"] = sep
+    if (
+        isinstance(steps, list)
+        and steps
+        and all(type(s) is int and 0 <= s <= 255 for s in steps)
+        and steps == sorted(set(steps))
+    ):
+        found["priority_steps"] = steps
+    if isinstance(prefix, str):
+        found["global_keyprefix"] = prefix
+    return found
+
+
 def _pool_kind(value: object) -> str | None:
     """``celery.concurrency.prefork:TaskPool`` -> ``prefork``."""
     if not isinstance(value, str) or not value:
@@ -129,6 +158,8 @@ class ControlThread:
         self.inspect_interval = inspect_interval
         # hostname -> its latest stats reply, read by the collector
         self.stats: dict[str, WorkerStats] = {}
+        # hostname -> the priority layout of its broker_transport_options (asked once)
+        self.priority_options: dict[str, dict[str, Any]] = {}
         self.worker_queues = worker_queues
         self.health = health
         self.inspect_timeout = max(1.0, inspect_timeout)
@@ -169,6 +200,7 @@ class ControlThread:
             self._due.pop(hostname, None)
         self.worker_queues.forget(hostname)
         self.stats.pop(hostname, None)
+        self.priority_options.pop(hostname, None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -216,6 +248,8 @@ class ControlThread:
         answered = self._inspect_queues(hostname)
         if answered:
             self._inspect_stats(hostname)
+            if hostname not in self.priority_options:
+                self._inspect_priority_options(hostname)
         now = self.clock()
         with self._lock:
             entry = self._due.get(hostname)
@@ -247,6 +281,12 @@ class ControlThread:
         stats = parse_stats(self._inspect(hostname, "stats"))
         if stats is not None:
             self.stats[hostname] = stats
+
+    def _inspect_priority_options(self, hostname: str) -> None:
+        """Once per worker: how it lays out Redis priority lists (sources/redis_priorities)."""
+        options = parse_priority_options(self._inspect(hostname, "conf"))
+        if options is not None:
+            self.priority_options[hostname] = options
 
     def _inspect_queues(self, hostname: str) -> bool:
         reply = self._inspect(hostname, "active_queues")

@@ -107,7 +107,7 @@ class BrokerWatch:
         )
         self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
         self.queue_sampler = QueueSampler(
-            make_queue_source(self.app, settings),
+            make_queue_source(self.app, settings, lambda: dict(self.control.priority_options)),
             self.queue_registry,
             self.worker_queues,
             self.dispatcher.take_queues_seen,

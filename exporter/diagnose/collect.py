@@ -49,7 +49,10 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
 
 def _all_answered(exporter: BrokerWatch) -> bool:
     known = exporter.worker_queues.all()
-    return all(w.hostname in known for w in exporter.workers.snapshot() if w.up)
+    layouts = exporter.control.priority_options
+    return all(
+        w.hostname in known and w.hostname in layouts for w in exporter.workers.snapshot() if w.up
+    )
 
 
 def _observation(exporter: BrokerWatch, window: float) -> Observation:
@@ -99,8 +102,10 @@ def _observation(exporter: BrokerWatch, window: float) -> Observation:
     with exporter.dispatcher.lock:
         arrivals = exporter.dispatcher.tasks.arrivals.stats()
     senders = {name: a.senders for name, a in arrivals.items() if a.senders}
+    layout = getattr(exporter.queue_sampler.source, "layout", None)
     return Observation(
         broker_ok=True,
+        worker_priority_layouts=dict(getattr(layout, "worker_mismatch", {})),
         workers=sorted(workers, key=lambda w: w.hostname),
         queues=queues,
         senders=senders,

@@ -44,6 +44,8 @@ class Observation:
     # task name -> distinct task-sent senders seen
     senders: dict[str, int] = field(default_factory=dict)
     window_seconds: float = 0.0
+    # Redis: workers whose priority_steps/sep (inspect conf) differ from the exporter's.
+    worker_priority_layouts: dict[str, PriorityMismatch] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
                 ))  # fmt: skip
 
     found.extend(priority_layout_findings(obs.queues))
+    found.extend(worker_priority_layout_findings(obs.worker_priority_layouts))
 
     for w in alive:
         if w.task_events is False:
@@ -170,6 +173,23 @@ def priority_layout_findings(queues: list[QueueView]) -> list[Finding]:
             "producers and workers use other broker_transport_options (priority_steps, "
             "sep) than this exporter: its depth is counted anyway, but any tool reading "
             "only the configured lists misses part of the backlog",
+            mismatch.fix(),
+        ))  # fmt: skip
+    return found
+
+
+def worker_priority_layout_findings(layouts: dict[str, PriorityMismatch]) -> list[Finding]:
+    """Workers configured with other priority steps or separator than the exporter."""
+    found: list[Finding] = []
+    for hostname, mismatch in sorted(layouts.items()):
+        found.append(Finding(
+            WARNING,
+            f"worker `{hostname}` uses priority_steps {list(mismatch.found_steps)}, separator "
+            f"{mismatch.found_seps[0]!r}; the exporter {list(mismatch.configured_steps)}, "
+            f"{mismatch.configured_sep!r}",
+            "its broker_transport_options (from `inspect conf`) differ from this "
+            "exporter's: messages of other priorities go to lists the exporter's "
+            "configuration does not name (it reads them anyway)",
             mismatch.fix(),
         ))  # fmt: skip
     return found

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SEP = "\x06\x16"
+DEFAULT_STEPS = (0, 3, 6, 9)
 # kombu clamps message priorities to 0..9 and maps each to a step not above it.
 PROBED_STEPS = tuple(range(1, 10))
 # A separator learned from a key must look like one: short, with no letters or digits (so
@@ -98,6 +101,11 @@ class PriorityLayout:
         # queue -> steps whose list held messages in some sample
         self.seen: dict[str, set[int]] = {}
         self._logged: set[str] = set()
+        # (sep, step) lists the workers' own options name (inspect conf)
+        self.worker_lists: set[tuple[str, int]] = set()
+        self._workers_logged: set[tuple[str, tuple[int, ...]]] = set()
+        # hostname -> how its own options differ from the exporter's
+        self.worker_mismatch: dict[str, PriorityMismatch] = {}
 
     def learn_sep(self, sep: str) -> None:
         if sep not in self.seps and plausible_sep(sep):
@@ -107,13 +115,20 @@ class PriorityLayout:
         name = f"{self.prefix}{queue}"
         return name if step == 0 else f"{name}{sep}{step}"
 
-    def lists(self, queue: str) -> list[tuple[str, int]]:
-        """(sep, step) of every list to read for this queue, step 0 (the bare list) first."""
-        configured = [(self.sep, step) for step in self.steps]
+    def configured(self) -> list[tuple[str, int]]:
+        lists = [(self.sep, step) for step in self.steps]
         if 0 not in self.steps:  # kombu still puts priorities below the first step there
-            configured.insert(0, (self.sep, 0))
-        extra = sorted(self.found.get(queue, ()), key=lambda p: (p[1], p[0]))
-        return configured + [p for p in extra if p not in configured]
+            lists.insert(0, (self.sep, 0))
+        return lists
+
+    def lists(self, queue: str) -> list[tuple[str, int]]:
+        """(sep, step) of every list to read for this queue, step 0 (the bare list) first:
+        the configured ones, those of the workers' own options, those found."""
+        configured = self.configured()
+        extra = sorted(self.worker_lists | self.found.get(queue, set()), key=lambda p: (p[1], p[0]))
+        # In consumption order (kombu reads the lowest step first); a stable sort keeps the
+        # configured separator first within a step.
+        return sorted(configured + [p for p in extra if p not in configured], key=lambda p: p[1])
 
     def unprobed(self, queue: str) -> list[tuple[str, int]]:
         """Possible lists not read yet: probed with one EXISTS per queue and sample."""
@@ -121,10 +136,48 @@ class PriorityLayout:
         return [(s, step) for s in self.seps for step in PROBED_STEPS if (s, step) not in known]
 
     def found_list(self, queue: str, sep: str, step: int) -> None:
-        if (sep, step) in self.lists(queue):
+        """A list that exists (or held messages) outside the configured ones."""
+        if (sep, step) in self.configured():
             return
         self.found.setdefault(queue, set()).add((sep, step))
         self.learn_sep(sep)
+
+    def learn_worker(self, hostname: str, options: dict[str, Any]) -> None:
+        """A worker's own broker_transport_options (its ``inspect conf`` reply): its lists
+        are read for every queue from now on, before any message is found in them."""
+        sep = options.get("sep", DEFAULT_SEP)
+        steps = tuple(options.get("priority_steps", DEFAULT_STEPS))
+        prefix = options.get("global_keyprefix", "") or ""
+        if prefix != self.prefix:
+            return  # other keys entirely: not this exporter's to read
+        self.learn_sep(sep)
+        for step in steps:
+            if step and (sep, step) not in self.worker_lists:
+                self.worker_lists.add((sep, step))
+        if (sep, steps) == (self.sep, self.steps):
+            return
+        self.worker_mismatch[hostname] = PriorityMismatch(
+            found_steps=steps,
+            found_seps=(sep,),
+            configured_steps=self.steps,
+            configured_sep=self.sep,
+            steps_configured=self.steps_configured,
+        )
+        if (sep, steps) not in self._workers_logged:
+            self._workers_logged.add((sep, steps))
+            log.warning(
+                "worker %s uses priority_steps %s and separator %r, the exporter %s (%s) and "
+                "%r: its priority lists are read too; give the exporter "
+                "--broker-transport-option 'priority_steps=%s'%s",
+                hostname,
+                list(steps),
+                sep,
+                list(self.steps),
+                "configured" if self.steps_configured else "kombu's default",
+                self.sep,
+                _json_list(steps),
+                "" if sep == self.sep else f" --broker-transport-option 'sep={sep}'",
+            )
 
     def log_mismatch(self, queue: str) -> None:
         """One warning per queue, once a sample has counted its lists."""

@@ -14,6 +14,7 @@ is a few pipelined round trips and consumes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -23,10 +24,13 @@ from kombu.connection import Connection
 from exporter.labels import cached_label
 from exporter.sources.base import BrokerSample, QueueSample
 from exporter.sources.redis_keyspace import KeyspaceWalk
-from exporter.sources.redis_priorities import PriorityLayout, sep_of_default_binding
+from exporter.sources.redis_priorities import (
+    DEFAULT_SEP,
+    DEFAULT_STEPS,
+    PriorityLayout,
+    sep_of_default_binding,
+)
 
-DEFAULT_SEP = "\x06\x16"
-DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 BINDING_PREFIX = "_kombu.binding."
 # Celery's own fanout exchanges: event receivers (ours included) and remote-control reply
 # queues are bound there; they are not task queues.
@@ -45,12 +49,13 @@ class RedisQueueSource:
         transport_options: dict[str, Any],
         timeout: float,
         unacked_scan_limit: int = DEFAULT_UNACKED_SCAN_LIMIT,
+        worker_options: Callable[[], dict[str, dict[str, Any]]] = dict,
     ) -> None:
         self.app = app
         self.timeout = timeout
         self.prefix = str(transport_options.get("global_keyprefix", "") or "")
         self.sep = str(transport_options.get("sep", DEFAULT_SEP))
-        steps = transport_options.get("priority_steps", DEFAULT_PRIORITY_STEPS)
+        steps = transport_options.get("priority_steps", DEFAULT_STEPS)
         self.priority_steps = tuple(int(s) for s in steps)
         self.layout = PriorityLayout(
             self.prefix, self.sep, self.priority_steps, "priority_steps" in transport_options
@@ -58,6 +63,8 @@ class RedisQueueSource:
         self.walk = KeyspaceWalk(self.prefix)
         self.unacked_key = str(transport_options.get("unacked_key", "unacked"))
         self.unacked_scan_limit = unacked_scan_limit
+        # hostname -> the priority options of its broker_transport_options (inspect conf)
+        self.worker_options = worker_options
         self._conn: Connection | None = None
         self._client: redis.Redis | None = None
         # (exchange, routing key) -> queue, from kombu's binding sets.
@@ -99,6 +106,8 @@ class RedisQueueSource:
 
     def _sample(self, queues: list[str]) -> BrokerSample:
         client = self._redis()
+        for hostname, options in self.worker_options().items():
+            self.layout.learn_worker(hostname, options)
         known = set(queues) | self._listed
         keys = self.walk.step(client, lambda key: self._wanted_key(key, known))
         listed = self._read_bindings(client, {k for k in keys if self._is_binding(k)})
@@ -115,10 +124,11 @@ class RedisQueueSource:
         tail_queues: list[str] = []
         for queue in queues:
             by_priority: dict[str, int] = {}
-            for (_sep, step), length in lengths[queue]:
+            for (sep, step), length in lengths[queue]:
                 by_priority[str(step)] = by_priority.get(str(step), 0) + length
                 if length:
                     self.layout.saw(queue, step)
+                    self.layout.found_list(queue, sep, step)
             qs = QueueSample(ready=sum(by_priority.values()), by_priority=by_priority, reserved=0)
             self.layout.log_mismatch(queue)
             qs.priority_mismatch = self.layout.mismatch(queue)
