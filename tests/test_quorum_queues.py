@@ -13,6 +13,7 @@ from tests.support.metrics import label_values, total, value
 from tests.support.servers import RabbitMQServer
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
+from tests.test_diagnose import diagnose
 from tests.test_queues import FAST, sampled
 
 pytestmark = pytest.mark.rabbitmq
@@ -108,6 +109,17 @@ def test_quorum_queues_and_scheduled_tasks(
     for metric in ("sent", "received", "started", "succeeded"):
         assert "(unknown)" not in label_values(s, f"celery_task_{metric}_total", "queue_name")
     assert soon
-    listed = broker_queues(rabbitmq_server, rabbitmq_url)
-    assert delayed(listed) == 5
-    assert listed["celery"][1:] == (0, 0, 1) and listed["backlog"][1:] == (3, 0, 0), listed
+    # The broker agrees (its counts lag by a few seconds, hence the polling).
+    wait_for(
+        lambda: (
+            (listed := broker_queues(rabbitmq_server, rabbitmq_url))
+            and delayed(listed) == 5
+            and listed["celery"][1:] == (0, 0, 1)
+            and listed["backlog"][1:] == (3, 0, 0)
+        ),
+        30,
+        interval=0.5,
+    )
+    # diagnose shows the scheduled tasks apart from the queues' backlog.
+    report = diagnose(rabbitmq_url, "--listen", "1")
+    assert "  scheduled for later (native delayed delivery): 5\n" in report.stdout, report.stdout

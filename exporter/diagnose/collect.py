@@ -106,6 +106,7 @@ def _observation(exporter: BrokerWatch, window: float) -> Observation:
     return Observation(
         broker_ok=True,
         worker_priority_layouts=dict(getattr(layout, "worker_mismatch", {})),
+        delayed_total=snapshot.sample.delayed_total if snapshot is not None else None,
         workers=sorted(workers, key=lambda w: w.hostname),
         queues=queues,
         senders=senders,

@@ -44,6 +44,8 @@ class Observation:
     # task name -> distinct task-sent senders seen
     senders: dict[str, int] = field(default_factory=dict)
     window_seconds: float = 0.0
+    # RabbitMQ: ETA/countdown tasks waiting in native delayed delivery (None: not set up).
+    delayed_total: int | None = None
     # Redis: workers whose priority_steps/sep (inspect conf) differ from the exporter's.
     worker_priority_layouts: dict[str, PriorityMismatch] = field(default_factory=dict)
 
