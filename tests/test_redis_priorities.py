@@ -248,3 +248,18 @@ def test_workers_own_layout_is_read_before_any_message(
     log = exporter.log()
     assert log.count("worker tenlists@test uses priority_steps [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]") == 1
     assert "--broker-transport-option 'priority_steps=[0,1,2,3,4,5,6,7,8,9]'" in log
+
+
+def test_an_app_under_another_keyprefix_is_pointed_out(
+    redis_url: str, producer_factory: Callable[..., Producer]
+) -> None:
+    """Producers with global_keyprefix, diagnose told nothing: it cannot see that app's
+    queues (kombu prefixes everything), and says which prefix to give."""
+    producer = producer_factory(
+        redis_url, send_sent_event=False, broker_transport_options={"global_keyprefix": "prod:"}
+    )
+    producer.send("tests.add", args=(1, 1), queue="orders")
+    result = diagnose(redis_url, "--listen", "1")
+    assert "WARNING   Redis holds Celery queues under global_keyprefix `prod:`" in result.stdout
+    assert "fix:   if that app is the one to watch: --broker-transport-option " in result.stdout
+    assert "'global_keyprefix=prod:'" in result.stdout, result.stdout

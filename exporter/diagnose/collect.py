@@ -107,6 +107,7 @@ def _observation(exporter: BrokerWatch, window: float) -> Observation:
         broker_ok=True,
         worker_priority_layouts=dict(getattr(layout, "worker_mismatch", {})),
         delayed_total=snapshot.sample.delayed_total if snapshot is not None else None,
+        foreign_keyprefixes=sorted(getattr(exporter.queue_sampler.source, "foreign_prefixes", ())),
         workers=sorted(workers, key=lambda w: w.hostname),
         queues=queues,
         senders=senders,

@@ -44,6 +44,8 @@ class Observation:
     # task name -> distinct task-sent senders seen
     senders: dict[str, int] = field(default_factory=dict)
     window_seconds: float = 0.0
+    # Redis: global_keyprefix values of kombu bindings other than the exporter's.
+    foreign_keyprefixes: list[str] = field(default_factory=list)
     # RabbitMQ: ETA/countdown tasks waiting in native delayed delivery (None: not set up).
     delayed_total: int | None = None
     # Redis: workers whose priority_steps/sep (inspect conf) differ from the exporter's.
@@ -129,6 +131,7 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
 
     found.extend(priority_layout_findings(obs.queues))
     found.extend(worker_priority_layout_findings(obs.worker_priority_layouts))
+    found.extend(foreign_keyprefix_findings(obs.foreign_keyprefixes))
 
     for w in alive:
         if w.task_events is False:
@@ -195,6 +198,22 @@ def worker_priority_layout_findings(layouts: dict[str, PriorityMismatch]) -> lis
             mismatch.fix(),
         ))  # fmt: skip
     return found
+
+
+def foreign_keyprefix_findings(prefixes: list[str]) -> list[Finding]:
+    """kombu apps under another global_keyprefix: invisible to this configuration."""
+    return [
+        Finding(
+            WARNING,
+            f"Redis holds Celery queues under global_keyprefix `{prefix}`",
+            "kombu prefixes every key and event channel of an app configured with "
+            "global_keyprefix: with another prefix the exporter sees none of its queues, "
+            "events or workers",
+            f"if that app is the one to watch: --broker-transport-option "
+            f"'global_keyprefix={prefix}'",
+        )
+        for prefix in sorted(prefixes)
+    ]
 
 
 def exit_code(found: list[Finding]) -> int:

@@ -14,6 +14,7 @@ is a few pipelined round trips and consumes nothing.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,9 @@ NOT_TASK_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbo
 # Parsing every unacked message is O(n); past this many, only the total is exported.
 DEFAULT_UNACKED_SCAN_LIMIT = 10_000
 Length = tuple[tuple[str, int], int]  # ((sep, step), LLEN) of one list
+MAX_FOREIGN_PREFIXES = 10
+
+log = logging.getLogger(__name__)
 
 
 class RedisQueueSource:
@@ -70,6 +74,8 @@ class RedisQueueSource:
         # (exchange, routing key) -> queue, from kombu's binding sets.
         self._routes: dict[tuple[str, str], str] = {}
         self._listed: set[str] = set()  # queues the bindings named in the last sample
+        # global_keyprefix values of other kombu apps found in the keyspace
+        self.foreign_prefixes: set[str] = set()
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -181,7 +187,28 @@ class RedisQueueSource:
         return lengths
 
     def _wanted_key(self, key: str, queues: set[str]) -> bool:
-        return self._is_binding(key) or self.layout.classify(key, queues) is not None
+        if self._is_binding(key):
+            return True
+        self._note_foreign_prefix(key)
+        return self.layout.classify(key, queues) is not None
+
+    def _note_foreign_prefix(self, key: str) -> None:
+        """kombu's binding keys under another ``global_keyprefix`` than the exporter's: an
+        app whose queues, events and workers this exporter cannot see. Logged once each."""
+        at = key.find(BINDING_PREFIX)
+        if at <= 0 or len(self.foreign_prefixes) >= MAX_FOREIGN_PREFIXES:
+            return
+        prefix = key[:at]
+        if prefix not in self.foreign_prefixes:
+            self.foreign_prefixes.add(prefix)
+            log.warning(
+                "Redis holds kombu bindings under global_keyprefix %r (%s): this exporter "
+                "sees none of that app's queues, events or workers; if it is yours, give "
+                "--broker-transport-option 'global_keyprefix=%s'",
+                prefix,
+                key,
+                prefix,
+            )
 
     def _is_binding(self, key: str) -> bool:
         return key.startswith(f"{self.prefix}{BINDING_PREFIX}")
