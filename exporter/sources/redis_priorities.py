@@ -142,6 +142,12 @@ class PriorityLayout:
         self.found.setdefault(queue, set()).add((sep, step))
         self.learn_sep(sep)
 
+    def learn_workers(self, options_by_worker: dict[str, dict[str, Any]]) -> None:
+        """The current workers' options; ``worker_mismatch`` names only current workers."""
+        self.worker_mismatch = {}
+        for hostname, options in options_by_worker.items():
+            self.learn_worker(hostname, options)
+
     def learn_worker(self, hostname: str, options: dict[str, Any]) -> None:
         """A worker's own broker_transport_options (its ``inspect conf`` reply): its lists
         are read for every queue from now on, before any message is found in them."""

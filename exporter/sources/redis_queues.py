@@ -112,8 +112,7 @@ class RedisQueueSource:
 
     def _sample(self, queues: list[str]) -> BrokerSample:
         client = self._redis()
-        for hostname, options in self.worker_options().items():
-            self.layout.learn_worker(hostname, options)
+        self.layout.learn_workers(self.worker_options())
         known = set(queues) | self._listed
         keys = self.walk.step(client, lambda key: self._wanted_key(key, known))
         listed = self._read_bindings(client, {k for k in keys if self._is_binding(k)})
