@@ -26,7 +26,7 @@ from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
-from exporter.metrics.queues import QueueCollector
+from exporter.metrics.queues import QueueCollector, worker_reserved_family
 from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
 from exporter.metrics.workers import WorkerCollector
 from exporter.settings import Settings
@@ -132,6 +132,7 @@ class BrokerWatch:
         return [
             (lambda: self.task_metrics.collect(lock), None),
             (lambda: TaskMetrics.running_families(self.dispatcher.running), None),
+            (lambda: worker_reserved_family(self.dispatcher.reserved), None),
             (lambda: arrival_families(arrivals.stats()), lock),
             (lambda: schedule_families(self.schedule), None),
             (workers.collect, None),
@@ -181,7 +182,9 @@ class BrokerWatch:
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:
             live = {w.hostname for w in self.workers.snapshot() if w.up}
-            self.dispatcher.refresh_running(live, self.workers.idle_since)
+            self.dispatcher.refresh_running(
+                live, self.workers.idle_since, self.workers.online_since
+            )
         forget_after = self.settings.task_name_forget_after_seconds
         if forget_after and self._ticks % IDLE_NAMES_TICKS == 0:
             keep = {entry.task for entry in self.schedule}

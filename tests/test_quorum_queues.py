@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,61 @@ def test_quorum_queues_and_scheduled_tasks(
     # diagnose shows the scheduled tasks apart from the queues' backlog.
     report = diagnose(rabbitmq_url, "--listen", "1")
     assert "  scheduled for later (native delayed delivery): 5\n" in report.stdout, report.stdout
+
+
+def test_quorum_queue_ready_unacked_and_running(
+    rabbitmq_server: RabbitMQServer,
+    rabbitmq_url: str,
+    tmp_path: Path,
+    exporter_factory: Callable[..., ExporterProcess],
+    worker_factory: Callable[..., CeleryWorker],
+    producer_factory: Callable[..., Producer],
+) -> None:
+    """A prefork worker (-c 1, prefetch 1) on a quorum queue, three tasks that block: one
+    runs (acknowledged when it started), one is prefetched (unacknowledged), one is ready.
+    RabbitMQ tells the ready one over AMQP; the unacknowledged one comes from the task
+    events (received, not started), and agrees with rabbitmqctl."""
+    conf = dict(QUORUM_CONF, broker_transport_options=TRANSPORT)
+    worker = worker_factory(
+        rabbitmq_url,
+        "quorumblock@test",
+        pool="prefork",
+        concurrency=1,
+        extra_env={"TEST_CELERY_CONF": json.dumps(conf)},
+    )
+    worker.wait_ready(timeout=60)
+    exporter = exporter_factory(rabbitmq_url, *FAST)
+    exporter.wait_worker_queues("quorumblock@test", "celery")
+    producer = producer_factory(
+        rabbitmq_url, send_sent_event=True, broker_transport_options=TRANSPORT
+    )
+    producer.app.conf.update(QUORUM_CONF)
+    release = tmp_path / "release"
+    for _ in range(3):
+        producer.send("tests.wait_for_file", args=(str(release), 60))
+    s = sampled(
+        exporter,
+        lambda s: (
+            value(s, "celery_queue_messages", queue_name="celery") == 1
+            and value(s, "celery_queue_worker_reserved_tasks", queue_name="celery") == 1
+            and value(s, "celery_task_running", name="tests.wait_for_file") == 1
+        ),
+        timeout=60,
+    )
+    assert value(s, "celery_queue_broker_consumers", queue_name="celery") == 1
+    wait_for(
+        lambda: broker_queues(rabbitmq_server, rabbitmq_url)["celery"] == ("quorum", 1, 1, 1),
+        30,
+        interval=0.5,
+    )
+    release.touch()
+    # Refreshed every 5 s: the series goes once nothing is reserved any more.
+    s = sampled(
+        exporter,
+        lambda s: (
+            total(s, "celery_task_succeeded_total", queue_name="celery") == 3
+            and value(s, "celery_queue_worker_reserved_tasks", queue_name="celery") is None
+        ),
+        timeout=60,
+    )
+    assert value(s, "celery_queue_messages", queue_name="celery") == 0

@@ -65,6 +65,8 @@ class EventDispatcher:
         self._log_once = LogOnce(log)
         # Per task name: (running, oldest start), refreshed by housekeeping (an O(n) scan).
         self.running: dict[str, tuple[int, float]] = {}
+        # Per queue: tasks workers received and have not started, refreshed likewise.
+        self.reserved: dict[str, int] = {}
 
     def on_message(self, body: bytes | str, content_type: str | None) -> None:
         now = self.clock()
@@ -182,10 +184,20 @@ class EventDispatcher:
         with self.lock:
             return self.tasks.tracker.sent_at(uuid)
 
-    def refresh_running(self, live_workers: set[str], idle_since: dict[str, float]) -> None:
-        """Recount running tasks per name (tasks on workers that went down do not count)."""
+    def refresh_running(
+        self,
+        live_workers: set[str],
+        idle_since: dict[str, float],
+        online_since: dict[str, float] | None = None,
+    ) -> None:
+        """Recount running tasks per name (tasks on workers that went down do not count),
+        and tasks reserved by workers per queue."""
         with self.lock:
-            self.running = self.tasks.tracker.running(live_workers, dict(idle_since))
+            tracker = self.tasks.tracker
+            self.running = tracker.running(live_workers, dict(idle_since))
+            self.reserved = tracker.reserved(
+                live_workers, dict(online_since or {}), self.tasks.queue_of_worker
+            )
 
     def forget_worker(self, hostname: str) -> None:
         """Remove a forgotten worker's task series (pod churn must not grow them forever)."""

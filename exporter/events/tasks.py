@@ -133,8 +133,11 @@ class TaskEventHandler:
         task.queue = queue
         sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
-        # A retry is sent again with the same uuid: its previous start is history.
-        task.started_at = None
+        # A retry is sent again with the same uuid: its previous start is history. The
+        # first delivery's task-sent can arrive after the task started (producers publish
+        # it after the message): it must not erase that start.
+        if event.get("retries"):
+            task.started_at = None
         self.metrics.sent.inc((task.name, queue or UNKNOWN))
         if not event.get("retries"):
             sender = event.get("hostname")
@@ -167,6 +170,7 @@ class TaskEventHandler:
         if name is not None or task.name is None:
             task.name = self.names.label(name)
         task.received_at = event_time(event, now)
+        task.received_by = hostname
         first_delivery = task.sent_at is None and not event.get("retries")
         if first_delivery and task.name != OTHER and task.name != UNKNOWN:
             self.arrivals.arrive(task.name, task.received_at, None)

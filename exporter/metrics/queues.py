@@ -143,3 +143,17 @@ class QueueCollector:
         )
         errors.add_metric([name], float(health.errors))
         yield from (up, last, duration, errors)
+
+
+def worker_reserved_family(reserved: dict[str, int]) -> Iterator[Metric]:
+    """From task events (any broker): tasks workers took from each queue, not started yet."""
+    family = GaugeMetricFamily(
+        "celery_queue_worker_reserved_tasks",
+        "Tasks live workers received from the queue and have not started (prefetched, or "
+        "ETA/countdown held), from task events, refreshed every 5 s. On RabbitMQ these are "
+        "the queue's unacknowledged messages (with acks_late, add the running tasks).",
+        labels=["queue_name"],
+    )
+    for queue, count in sorted(reserved.items()):
+        family.add_metric([queue], float(count))
+    yield family
