@@ -52,6 +52,7 @@ bench: venv
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/protobuf.py
+	$(BIN)/python bench/keyspace.py
 
 SOAK_MINUTES ?= 60
 bench-soak: venv

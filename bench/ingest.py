@@ -62,6 +62,7 @@ OTHER_SECTIONS = (
     "## Soak",
     "## Protobuf exposition",
     "## Reference subscribers",
+    "## Redis queue sampling with 1,000,000 keys",
 )
 
 EXCHANGE = "celeryev"

@@ -45,6 +45,14 @@ class WorkerQueues:
         else:
             self._only_queue.pop(hostname, None)
 
+    def consumed(self, queue: str) -> bool:
+        """Some worker (up or not) said it consumes this queue."""
+        return any(queue in queues for queues in list(self._queues.values()))
+
+    def known(self, hostname: str) -> bool:
+        """The worker answered (its queues may be none)."""
+        return hostname in self._queues
+
     def forget(self, hostname: str) -> None:
         self._queues.pop(hostname, None)
         self._only_queue.pop(hostname, None)
@@ -58,6 +66,8 @@ class WorkerQueues:
 # ``inspect_interval`` (queues change with add_consumer; memory and busy processes move).
 FIRST_ASK_DELAY_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+# The retry delay after two unanswered requests is 4 s: up to then, events wait.
+AWAITED_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,35 @@ def parse_stats(reply: Any) -> WorkerStats | None:
         pool_kind=_pool_kind(pool.get("implementation")),
         max_rss_bytes=None if maxrss is None else maxrss * 1024.0,
     )
+
+
+def parse_priority_options(reply: Any) -> dict[str, Any] | None:
+    """The priority layout in a worker's ``conf`` reply: ``sep``, ``priority_steps`` and
+    ``global_keyprefix`` of its broker_transport_options, when well-formed (nothing else is
+    kept: the options may hold passwords). None: no usable reply."""
+    if not isinstance(reply, dict):
+        return None
+    options = reply.get("broker_transport_options")
+    if not isinstance(options, dict):
+        return {}
+    found: dict[str, Any] = {}
+    sep, steps, prefix = (
+        options.get("sep"),
+        options.get("priority_steps"),
+        options.get("global_keyprefix"),
+    )
+    if isinstance(sep, str) and 0 < len(sep) <= 8:
+        found["sep"] = sep
+    if (
+        isinstance(steps, list)
+        and steps
+        and all(type(s) is int and 0 <= s <= 255 for s in steps)
+        and steps == sorted(set(steps))
+    ):
+        found["priority_steps"] = steps
+    if isinstance(prefix, str):
+        found["global_keyprefix"] = prefix
+    return found
 
 
 def _pool_kind(value: object) -> str | None:
@@ -119,6 +158,8 @@ class ControlThread:
         self.inspect_interval = inspect_interval
         # hostname -> its latest stats reply, read by the collector
         self.stats: dict[str, WorkerStats] = {}
+        # hostname -> the priority layout of its broker_transport_options (asked once)
+        self.priority_options: dict[str, dict[str, Any]] = {}
         self.worker_queues = worker_queues
         self.health = health
         self.inspect_timeout = max(1.0, inspect_timeout)
@@ -140,11 +181,26 @@ class ControlThread:
             self._due[hostname] = (self.clock() + FIRST_ASK_DELAY_SECONDS, 1.0)
         self._wake.set()
 
+    def awaiting_queues(self, hostname: str) -> bool:
+        """True while this worker has never answered and its first two requests for its
+        queues are not both unanswered (about 4 s after it came online): its new tasks'
+        events may wait for the answer (events/reorder.py). A worker that cannot answer (a
+        fake or a busy solo pool) thus delays nothing for long. Lock-free: called for new
+        tasks on the event thread."""
+        due = self._due.get(hostname)
+        return (
+            self._thread is not None  # nobody asks before start(): nothing to wait for
+            and due is not None
+            and due[1] <= AWAITED_RETRY_SECONDS
+            and not self.worker_queues.known(hostname)
+        )
+
     def forget(self, hostname: str) -> None:
         with self._lock:
             self._due.pop(hostname, None)
         self.worker_queues.forget(hostname)
         self.stats.pop(hostname, None)
+        self.priority_options.pop(hostname, None)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -192,6 +248,8 @@ class ControlThread:
         answered = self._inspect_queues(hostname)
         if answered:
             self._inspect_stats(hostname)
+            if hostname not in self.priority_options:
+                self._inspect_priority_options(hostname)
         now = self.clock()
         with self._lock:
             entry = self._due.get(hostname)
@@ -223,6 +281,12 @@ class ControlThread:
         stats = parse_stats(self._inspect(hostname, "stats"))
         if stats is not None:
             self.stats[hostname] = stats
+
+    def _inspect_priority_options(self, hostname: str) -> None:
+        """Once per worker: how it lays out Redis priority lists (sources/redis_priorities)."""
+        options = parse_priority_options(self._inspect(hostname, "conf"))
+        if options is not None:
+            self.priority_options[hostname] = options
 
     def _inspect_queues(self, hostname: str) -> bool:
         reply = self._inspect(hostname, "active_queues")

@@ -27,7 +27,7 @@ from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
 from exporter.metrics.health import ExporterHealth
-from exporter.metrics.queues import QueueCollector
+from exporter.metrics.queues import QueueCollector, worker_reserved_family
 from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
 from exporter.metrics.workers import WorkerCollector
 from exporter.settings import Settings
@@ -113,6 +113,7 @@ class BrokerWatch:
             exceptions=LabelCap(
                 "exception", settings.max_exception_classes, dropped, "--max-exception-classes"
             ),
+            consumed=self.worker_queues.consumed,
         )  # fmt: skip
         self.dispatcher = EventDispatcher(
             task_events,
@@ -123,13 +124,14 @@ class BrokerWatch:
             reorder_window=settings.reorder_window_seconds,
             ranges=EventRanges(settings.event_time_window_seconds),
             hostnames=hostnames,
+            awaits_worker=self.control.awaiting_queues,
         )
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock
         )
         self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
         self.queue_sampler = QueueSampler(
-            make_queue_source(self.app, settings),
+            make_queue_source(self.app, settings, lambda: dict(self.control.priority_options)),
             self.queue_registry,
             self.worker_queues,
             self.dispatcher.take_queues_seen,
@@ -154,6 +156,7 @@ class BrokerWatch:
         return [
             (lambda: self.task_metrics.collect(lock), None),
             (lambda: TaskMetrics.running_families(self.dispatcher.running), None),
+            (lambda: worker_reserved_family(self.dispatcher.reserved), None),
             (lambda: arrival_families(arrivals.stats()), lock),
             (lambda: schedule_families(self.schedule), None),
             (workers.collect, None),
@@ -208,7 +211,9 @@ class BrokerWatch:
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:
             live = {w.hostname for w in self.workers.snapshot() if w.up}
-            self.dispatcher.refresh_running(live, self.workers.idle_since)
+            self.dispatcher.refresh_running(
+                live, self.workers.idle_since, self.workers.online_since
+            )
         forget_after = self.settings.task_name_forget_after_seconds
         if forget_after and self._ticks % IDLE_NAMES_TICKS == 0:
             keep = {entry.task for entry in self.schedule}

@@ -247,3 +247,38 @@ def test_worker_offline_on_warm_shutdown_but_not_on_sigkill(
         _is("worker-offline", hostname=termed.hostname), EVENT_TIMEOUT
     )
     assert offline["freq"] == HEARTBEAT
+
+
+def test_redis_priority_lists_follow_the_producers_steps(
+    redis_url: str, producer_factory: ProducerFactory
+) -> None:
+    """kombu puts priority p (clamped to 0..9) in the list of the largest step not above p
+    (the last step when none is: steps [5, 9] put priority 0 in list 9); step 0 is the bare
+    queue name. So every list kombu can create is one of steps 0..9
+    (exporter/sources/redis_priorities.py probes exactly those)."""
+    import redis
+
+    sep = "\x06\x16"
+    cases = {
+        "ten": ([*range(10)], [0, 4, 9, 12], {"ten": 1, f"ten{sep}4": 1, f"ten{sep}9": 2}),
+        "two": ([0, 5], [0, 4, 5, 9], {"two": 2, f"two{sep}5": 2}),
+        "high": ([5, 9], [0, 5, 7], {f"high{sep}9": 1, f"high{sep}5": 2}),
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for queue, (steps, priorities, expected) in cases.items():
+            producer = producer_factory(
+                redis_url,
+                send_sent_event=False,
+                broker_transport_options={"priority_steps": steps},
+            )
+            for priority in priorities:
+                producer.send("tests.add", args=(1, 1), queue=queue, priority=priority)
+            keys = {
+                k.decode(): client.llen(k)
+                for k in client.scan_iter(match=f"{queue}*")
+                if client.type(k) == b"list"
+            }
+            assert keys == expected, queue
+    finally:
+        client.close()

@@ -50,4 +50,7 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
 
 def _all_answered(exporter: BrokerWatch) -> bool:
     known = exporter.worker_queues.all()
-    return all(w.hostname in known for w in exporter.workers.snapshot() if w.up)
+    layouts = exporter.control.priority_options
+    return all(
+        w.hostname in known and w.hostname in layouts for w in exporter.workers.snapshot() if w.up
+    )

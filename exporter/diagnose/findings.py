@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exporter.sources.redis_priorities import PriorityMismatch
+
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
 
@@ -28,6 +30,8 @@ class QueueView:
     oldest_age: float | None
     consumers: list[str]  # live workers consuming it
     broker_consumers: int | None
+    # Redis: priority lists the exporter's configured steps/separator do not name.
+    priority_mismatch: PriorityMismatch | None = None
 
 
 @dataclass
@@ -40,6 +44,12 @@ class Observation:
     # task name -> distinct task-sent senders seen
     senders: dict[str, int] = field(default_factory=dict)
     window_seconds: float = 0.0
+    # Redis: global_keyprefix values of kombu bindings other than the exporter's.
+    foreign_keyprefixes: list[str] = field(default_factory=list)
+    # RabbitMQ: ETA/countdown tasks waiting in native delayed delivery (None: not set up).
+    delayed_total: int | None = None
+    # Redis: workers whose priority_steps/sep (inspect conf) differ from the exporter's.
+    worker_priority_layouts: dict[str, PriorityMismatch] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,10 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
                     "count the sub-queues too (celery_queue_messages does)",
                 ))  # fmt: skip
 
+    found.extend(priority_layout_findings(obs.queues))
+    found.extend(worker_priority_layout_findings(obs.worker_priority_layouts))
+    found.extend(foreign_keyprefix_findings(obs.foreign_keyprefixes))
+
     for w in alive:
         if w.task_events is False:
             found.append(Finding(
@@ -149,6 +163,57 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
 
     found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return found
+
+
+def priority_layout_findings(queues: list[QueueView]) -> list[Finding]:
+    """Producers use priority steps or a separator the exporter was not given."""
+    found: list[Finding] = []
+    for q in queues:
+        mismatch = q.priority_mismatch
+        if mismatch is None:
+            continue
+        found.append(Finding(
+            WARNING,
+            f"queue `{q.name}` has {mismatch.describe()}",
+            "producers and workers use other broker_transport_options (priority_steps, "
+            "sep) than this exporter: its depth is counted anyway, but any tool reading "
+            "only the configured lists misses part of the backlog",
+            mismatch.fix(),
+        ))  # fmt: skip
+    return found
+
+
+def worker_priority_layout_findings(layouts: dict[str, PriorityMismatch]) -> list[Finding]:
+    """Workers configured with other priority steps or separator than the exporter."""
+    found: list[Finding] = []
+    for hostname, mismatch in sorted(layouts.items()):
+        found.append(Finding(
+            WARNING,
+            f"worker `{hostname}` uses priority_steps {list(mismatch.found_steps)}, separator "
+            f"{mismatch.found_seps[0]!r}; the exporter {list(mismatch.configured_steps)}, "
+            f"{mismatch.configured_sep!r}",
+            "its broker_transport_options (from `inspect conf`) differ from this "
+            "exporter's: messages of other priorities go to lists the exporter's "
+            "configuration does not name (it reads them anyway)",
+            mismatch.fix(),
+        ))  # fmt: skip
+    return found
+
+
+def foreign_keyprefix_findings(prefixes: list[str]) -> list[Finding]:
+    """kombu apps under another global_keyprefix: invisible to this configuration."""
+    return [
+        Finding(
+            WARNING,
+            f"Redis holds Celery queues under global_keyprefix `{prefix}`",
+            "kombu prefixes every key and event channel of an app configured with "
+            "global_keyprefix: with another prefix the exporter sees none of its queues, "
+            "events or workers",
+            f"if that app is the one to watch: --broker-transport-option "
+            f"'global_keyprefix={prefix}'",
+        )
+        for prefix in sorted(prefixes)
+    ]
 
 
 def exit_code(found: list[Finding]) -> int:

@@ -66,15 +66,21 @@ def observation_of(
                     ),
                     consumers=consumers,
                     broker_consumers=qs.broker_consumers,
+                    priority_mismatch=qs.priority_mismatch,
                 )
             )
     with watch.dispatcher.lock:
         arrivals = watch.dispatcher.tasks.arrivals.stats()
     senders = {name: a.senders for name, a in arrivals.items() if a.senders}
+    source = watch.queue_sampler.source
+    layout = getattr(source, "layout", None)  # Redis only: the priority lists' layout
     return Observation(
         broker_ok=broker_ok,
         broker_error=broker_error,
         broker_error_kind=broker_error_kind,
+        worker_priority_layouts=dict(getattr(layout, "worker_mismatch", {})),
+        delayed_total=snapshot.sample.delayed_total if snapshot is not None else None,
+        foreign_keyprefixes=sorted(getattr(source, "foreign_prefixes", ())),
         workers=sorted(workers, key=lambda w: w.hostname),
         queues=queues,
         senders=senders,

@@ -78,6 +78,10 @@ def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
             lines += _legend(obs)
         else:
             lines.append("  (none found)")
+        if obs.delayed_total is not None:
+            lines.append(
+                f"  scheduled for later (native delayed delivery): {_count(obs.delayed_total)}"
+            )
     lines += ["", "Findings"]
     if not found:
         lines.append("  none: healthy")

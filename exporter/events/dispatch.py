@@ -51,6 +51,7 @@ class EventDispatcher:
         reorder_window: float = 2.0,
         ranges: EventRanges | None = None,
         hostnames: LabelCap | None = None,
+        awaits_worker: Callable[[str], bool] = lambda hostname: False,
     ) -> None:
         self.tasks = tasks
         self.workers = workers
@@ -69,13 +70,15 @@ class EventDispatcher:
         # The cap on worker hostnames (shared with the worker event handler); None: no cap.
         self.hostnames = hostnames
         self._worker_handlers: dict[str, WorkerHandler] = workers.handlers()
-        self.reorder = Reorder(tasks.tracker, reorder_window)
+        self.reorder = Reorder(tasks.tracker, reorder_window, awaits_worker=awaits_worker)
         # Guards the task tracker and the task/health counters: events are applied on the
         # consumer thread, scrapes and housekeeping read them from others.
         self.lock = threading.Lock()
         self._log_once = LogOnce(log)
         # Per task name: (running, oldest start), refreshed by housekeeping (an O(n) scan).
         self.running: dict[str, tuple[int, float]] = {}
+        # Per queue: tasks workers received and have not started, refreshed likewise.
+        self.reserved: dict[str, int] = {}
 
     def on_message(self, body: bytes | str, content_type: str | None) -> None:
         now = self.clock()
@@ -138,7 +141,7 @@ class EventDispatcher:
                 hostname = cached if cached is not None else self._hostname(raw)
                 if self.registry.task_event(hostname):
                     log.info("worker %s sends task events", hostname)
-            if self.reorder.hold(etype, uuid, event, now):
+            if self.reorder.hold(etype, uuid, event, now, hostname):
                 return
             try:
                 task_handler(event, uuid, hostname, now)
@@ -230,10 +233,20 @@ class EventDispatcher:
         with self.lock:
             return self.tasks.tracker.sent_at(uuid)
 
-    def refresh_running(self, live_workers: set[str], idle_since: dict[str, float]) -> None:
-        """Recount running tasks per name (tasks on workers that went down do not count)."""
+    def refresh_running(
+        self,
+        live_workers: set[str],
+        idle_since: dict[str, float],
+        online_since: dict[str, float] | None = None,
+    ) -> None:
+        """Recount running tasks per name (tasks on workers that went down do not count),
+        and tasks reserved by workers per queue."""
         with self.lock:
-            self.running = self.tasks.tracker.running(live_workers, dict(idle_since))
+            tracker = self.tasks.tracker
+            self.running = tracker.running(live_workers, dict(idle_since))
+            self.reserved = tracker.reserved(
+                live_workers, dict(online_since or {}), self.tasks.queue_of_worker
+            )
 
     def forget_worker(self, hostname: str) -> None:
         """Remove a forgotten worker's task series (pod churn must not grow them forever)."""

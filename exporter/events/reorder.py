@@ -15,64 +15,104 @@ So, for a task id the exporter has never seen:
 The task's ``task-sent`` releases them right after itself; otherwise they are released,
 as they are, after ``window`` seconds. Known tasks (the common case) pass straight through.
 The number of held tasks is bounded: past ``max_held`` the oldest is released at once.
+
+A worker that has just come online (or was just seen) has not said yet which queues it
+consumes: the exporter asks it at once (control.py), and its answer is the only fact that
+pins the queue of a task whose ``task-sent`` is late or never sent. Events of new tasks on
+such a worker are therefore held (``task-received`` too, with or without ``task-sent``
+producers) until its answer arrives, up to ``WORKER_QUEUES_WAIT_SECONDS``; an answer that
+takes longer than ``window`` no longer loses the race (incident of issue 15: one
+``task-received`` of 330 counted under ``(unknown)`` on a busy machine).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from exporter.state.task_tracker import TaskTracker
 
 Event = dict[str, Any]
 SENT_EVENTS_RECENT_SECONDS = 300.0
+# How long a new worker's task events may wait for its active_queues answer (a few retries
+# of the control thread's request, which backs off 1, 2, 4 s).
+WORKER_QUEUES_WAIT_SECONDS = 15.0
+Held = tuple[float, list[Event], str]  # (when first held, events in arrival order, worker)
 
 
 class Reorder:
-    def __init__(self, tracker: TaskTracker, window: float, max_held: int = 10_000) -> None:
+    def __init__(
+        self,
+        tracker: TaskTracker,
+        window: float,
+        max_held: int = 10_000,
+        awaits_worker: Callable[[str], bool] = lambda hostname: False,
+    ) -> None:
         self.tracker = tracker
         self.window = window
         self.max_held = max_held
+        # True while this worker's queues are being asked and not known yet.
+        self.awaits_worker = awaits_worker
         self.last_sent_at = float("-inf")
-        # uuid -> (when the first event was held, the held events in arrival order)
-        self._held: OrderedDict[str, tuple[float, list[Event]]] = OrderedDict()
+        # uuid -> (when the first event was held, the held events in arrival order, worker)
+        self._held: OrderedDict[str, Held] = OrderedDict()
+        # Past the window, still waiting for their worker's queues (few, short-lived).
+        self._parked: OrderedDict[str, Held] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self._held) + len(self._parked)
 
-    def hold(self, etype: str, uuid: str, event: Event, now: float) -> bool:
+    def hold(self, etype: str, uuid: str, event: Event, now: float, hostname: str = "") -> bool:
         """True when the event is held (the caller must not apply it now)."""
         if self.window <= 0:
             return False
         if etype == "task-sent":
             self.last_sent_at = now
             return False
-        if self._held:  # usually empty: skip the lookup
-            held = self._held.get(uuid)
+        if self._held or self._parked:  # usually empty: skip the lookups
+            held = self._held.get(uuid) or self._parked.get(uuid)
             if held is not None:
                 held[1].append(event)
                 return True
-        if etype == "task-received" and now - self.last_sent_at > SENT_EVENTS_RECENT_SECONDS:
+        if (
+            etype == "task-received"
+            and now - self.last_sent_at > SENT_EVENTS_RECENT_SECONDS
+            and not self.awaits_worker(hostname)
+        ):
             return False
         if self.tracker.known(uuid):
             return False
-        self._held[uuid] = (now, [event])
+        self._held[uuid] = (now, [event], hostname)
         return True
 
     def release(self, uuid: str) -> list[Event]:
         """The events held for a task whose task-sent has just been applied."""
-        held = self._held.pop(uuid, None)
+        held = self._held.pop(uuid, None) or self._parked.pop(uuid, None)
         return [] if held is None else held[1]
 
     def overdue(self, now: float) -> list[Event]:
         """Events whose wait is over (or that no longer fit), oldest task first."""
         released: list[Event] = []
         deadline = now - self.window
-        held = self._held
+        worker_deadline = now - WORKER_QUEUES_WAIT_SECONDS
+        held, parked = self._held, self._parked
+        for uuid, (since, events, hostname) in list(parked.items()):
+            if since <= worker_deadline or not self.awaits_worker(hostname):
+                del parked[uuid]
+                released.extend(events)
         while held:
-            uuid, (since, events) = next(iter(held.items()))
-            if since > deadline and len(held) <= self.max_held:
+            uuid, entry = next(iter(held.items()))
+            since, events, hostname = entry
+            if since > deadline and len(self) <= self.max_held:
                 break
             del held[uuid]
-            released.extend(events)
+            if (
+                len(self) < self.max_held
+                and since > worker_deadline
+                and self.awaits_worker(hostname)
+            ):
+                parked[uuid] = entry
+            else:
+                released.extend(events)
         return released

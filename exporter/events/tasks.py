@@ -27,6 +27,11 @@ from exporter.state.task_tracker import TaskTracker, TrackedTask
 Event = dict[str, Any]
 TaskHandler = Callable[[Event, str, str, float], None]
 MAX_QUEUES_SEEN = 1_000
+# Celery 5.5+ native delayed delivery (RabbitMQ, quorum queues): an ETA/countdown task is
+# published to exchange ``celery_delayed_27`` with routing key "<28 bits of the delay, dot
+# separated>.<destination routing key>", and its task-sent names no queue.
+DELAYED_EXCHANGE_SUFFIX = "celery_delayed_27"
+_DELAYED_ROUTING_KEY = re.compile(r"(?:[01]\.){28}(.+)")
 
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
 _QUALIFIED_CLASS = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*){0,30}")
@@ -105,6 +110,7 @@ class TaskEventHandler:
         names: TaskNames | None = None,
         queue_names: LabelCap | None = None,
         exceptions: LabelCap | None = None,
+        consumed: Callable[[str], bool] = lambda queue: False,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker
@@ -117,6 +123,8 @@ class TaskEventHandler:
         # Caps on the queue names task-sent events carry and on exception classes.
         self.queue_names = queue_names
         self.exceptions = exceptions
+        # Whether some worker consumes a queue of this name (from active_queues).
+        self.consumed = consumed
         # Queues named by task-sent events since the sampler last asked (queue discovery).
         self.queues_seen: set[str] = set()
         self.arrivals = ArrivalTracker()
@@ -157,20 +165,44 @@ class TaskEventHandler:
         task = self.tracker.finished(uuid) or self.tracker.touch(uuid, now)
         task.name = name = self.names.label(event.get("name"))
         self.names.touch(name, now)
-        queue = cached_label(event.get("queue"))
-        task.queue = queue if self.queue_names is None else self.queue_names.label(queue)
+        queue = self._queue_of_sent(event)
+        if queue is not None and self.queue_names is not None:
+            queue = self.queue_names.label(queue)
+        # None, not (unknown): the worker's only queue can still tell it at the worker.
+        task.queue = queue
         sent_at = task.sent_at = event_time(event, now)
         task.due_at = parse_eta(event.get("eta"))
-        # A retry is sent again with the same uuid: its previous start is history.
-        task.started_at = None
-        self.metrics.sent.inc((task.name, task.queue))
+        # A retry is sent again with the same uuid: its previous start is history. The
+        # first delivery's task-sent can arrive after the task started (producers publish
+        # it after the message): it must not erase that start.
+        if event.get("retries"):
+            task.started_at = None
+        self.metrics.sent.inc((task.name, queue or UNKNOWN))
         if not event.get("retries"):
             sender = event.get("hostname")
             if name != OTHER and name != UNKNOWN:  # a mix of names has no rhythm
                 self.arrivals.arrive(name, sent_at, sender if type(sender) is str else None)
         # A folded name is not a queue to sample; an admitted one is vouched for by the cap.
-        if task.queue not in (UNKNOWN, OTHER) and len(self.queues_seen) < MAX_QUEUES_SEEN:
-            self.queues_seen.add(task.queue)
+        if queue is not None and queue != OTHER and len(self.queues_seen) < MAX_QUEUES_SEEN:
+            self.queues_seen.add(queue)
+
+    def _queue_of_sent(self, event: Event) -> str | None:
+        """The queue a task-sent names; for a task in native delayed delivery (which names
+        none), its destination routing key when a worker consumes a queue of that name
+        (Celery routes its queues by their own name)."""
+        queue = event.get("queue")
+        if isinstance(queue, str) and queue:
+            return cached_label(queue)
+        exchange, routing_key = event.get("exchange"), event.get("routing_key")
+        if (
+            isinstance(exchange, str)
+            and exchange.endswith(DELAYED_EXCHANGE_SUFFIX)
+            and isinstance(routing_key, str)
+            and (match := _DELAYED_ROUTING_KEY.fullmatch(routing_key))
+            and self.consumed(match.group(1))
+        ):
+            return cached_label(match.group(1))
+        return None
 
     def on_received(self, event: Event, uuid: str, hostname: str, now: float) -> None:
         task = self.tracker.touch(uuid, now)
@@ -178,6 +210,7 @@ class TaskEventHandler:
         if name is not None or task.name is None:
             task.name = self.names.label(name)
         task.received_at = event_time(event, now)
+        task.received_by = hostname
         first_delivery = task.sent_at is None and not event.get("retries")
         if first_delivery and task.name != OTHER and task.name != UNKNOWN:
             self.arrivals.arrive(task.name, task.received_at, None)

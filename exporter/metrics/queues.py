@@ -56,6 +56,13 @@ class QueueCollector:
             "Consumers the broker counts on the queue (RabbitMQ), sampled.",
             labels=["queue_name"],
         )
+        mismatch = GaugeMetricFamily(
+            "celery_queue_priority_layout_mismatch",
+            "Redis: 1 when the queue has priority lists (steps or separator) that the "
+            "exporter's priority_steps/sep (or kombu's default) do not name; they are "
+            "counted anyway. Producers and the exporter are configured differently.",
+            labels=["queue_name"],
+        )
         worker_consumers = GaugeMetricFamily(
             "celery_queue_worker_consumers",
             "Live workers that consume the queue (from their active_queues replies).",
@@ -69,6 +76,7 @@ class QueueCollector:
                 if qs.by_priority is not None:
                     for priority, count in qs.by_priority.items():
                         by_priority.add_metric([queue, priority], float(count))
+                    mismatch.add_metric([queue], 0.0 if qs.priority_mismatch is None else 1.0)
                 if qs.reserved is not None:
                     reserved.add_metric([queue], float(qs.reserved))
                 if qs.broker_consumers is not None:
@@ -77,7 +85,16 @@ class QueueCollector:
                 oldest.add_metric([queue], age)
         for queue in sorted(queues):
             worker_consumers.add_metric([queue], float(listening.get(queue, 0)))
-        yield from (ready, by_priority, reserved, oldest, broker_consumers, worker_consumers)
+        yield from (ready, by_priority, mismatch, reserved, oldest)
+        yield from (broker_consumers, worker_consumers)
+        if snapshot is not None and snapshot.sample.delayed_total is not None:
+            delayed = GaugeMetricFamily(
+                "celery_broker_delayed_messages",
+                "RabbitMQ: ETA/countdown tasks not due yet, waiting in Celery's native delayed "
+                "delivery queues (celery_delayed_0..27; Celery 5.5+ with quorum queues), sampled.",
+            )
+            delayed.add_metric([], float(snapshot.sample.delayed_total))
+            yield delayed
         if snapshot is not None and snapshot.sample.reserved_total is not None:
             total = GaugeMetricFamily(
                 "celery_broker_reserved_messages",
@@ -126,3 +143,17 @@ class QueueCollector:
         )
         errors.add_metric([name], float(health.errors))
         yield from (up, last, duration, errors)
+
+
+def worker_reserved_family(reserved: dict[str, int]) -> Iterator[Metric]:
+    """From task events (any broker): tasks workers took from each queue, not started yet."""
+    family = GaugeMetricFamily(
+        "celery_queue_worker_reserved_tasks",
+        "Tasks live workers received from the queue and have not started (prefetched, or "
+        "ETA/countdown held), from task events, refreshed every 5 s. On RabbitMQ these are "
+        "the queue's unacknowledged messages (with acks_late, add the running tasks).",
+        labels=["queue_name"],
+    )
+    for queue, count in sorted(reserved.items()):
+        family.add_metric([queue], float(count))
+    yield family

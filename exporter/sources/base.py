@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from exporter.sources.redis_priorities import PriorityMismatch
+
 
 @dataclass
 class QueueSample:
@@ -15,6 +17,8 @@ class QueueSample:
     reserved: int | None = None
     oldest_message_id: str | None = None
     broker_consumers: int | None = None
+    # Redis: priority lists found that the configured layout does not name.
+    priority_mismatch: PriorityMismatch | None = None
 
 
 @dataclass
@@ -24,6 +28,9 @@ class BrokerSample:
     listed_queues: set[str] = field(default_factory=set)
     # Redis: every reserved (unacked) message (per-queue counts are None past the scan limit).
     reserved_total: int | None = None
+    # RabbitMQ: messages in Celery's native delayed delivery queues (ETA/countdown tasks not
+    # due yet); None when it is not set up.
+    delayed_total: int | None = None
 
 
 class QueueSource(Protocol):

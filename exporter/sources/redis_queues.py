@@ -3,14 +3,19 @@
 kombu keeps a Redis queue as a list, plus one list per priority step:
 ``<prefix><queue>`` for priority 0 (consumed first) and ``<prefix><queue><sep><step>`` for
 the others (``sep`` ``\\x06\\x16``, steps ``[0, 3, 6, 9]`` by default; all three are
-transport options). An empty queue has no key: ``LLEN`` says 0. Messages handed to a
-worker but not acknowledged sit in the ``unacked`` hash as ``[message, exchange,
-routing_key]``. Everything is read in one pipeline per sample, without consuming anything.
+transport options). Which lists exist is learned rather than assumed, since producers
+may use other steps or separators than the exporter was given (``redis_priorities.py``);
+bindings and unusual lists are found by a bounded keyspace walk (``redis_keyspace.py``).
+An empty queue has no key: ``LLEN`` says 0. Messages handed to a worker but not
+acknowledged sit in the ``unacked`` hash as ``[message, exchange, routing_key]``. A sample
+is a few pipelined round trips and consumes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,15 +24,24 @@ from kombu.connection import Connection
 
 from exporter.labels import cached_label
 from exporter.sources.base import BrokerSample, QueueSample
+from exporter.sources.redis_keyspace import KeyspaceWalk
+from exporter.sources.redis_priorities import (
+    DEFAULT_SEP,
+    DEFAULT_STEPS,
+    PriorityLayout,
+    sep_of_default_binding,
+)
 
-DEFAULT_SEP = "\x06\x16"
-DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 BINDING_PREFIX = "_kombu.binding."
 # Celery's own fanout exchanges: event receivers (ours included) and remote-control reply
 # queues are bound there; they are not task queues.
 NOT_TASK_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbox"})
 # Parsing every unacked message is O(n); past this many, only the total is exported.
 DEFAULT_UNACKED_SCAN_LIMIT = 10_000
+Length = tuple[tuple[str, int], int]  # ((sep, step), LLEN) of one list
+MAX_FOREIGN_PREFIXES = 10
+
+log = logging.getLogger(__name__)
 
 
 class RedisQueueSource:
@@ -39,19 +53,29 @@ class RedisQueueSource:
         transport_options: dict[str, Any],
         timeout: float,
         unacked_scan_limit: int = DEFAULT_UNACKED_SCAN_LIMIT,
+        worker_options: Callable[[], dict[str, dict[str, Any]]] = dict,
     ) -> None:
         self.app = app
         self.timeout = timeout
         self.prefix = str(transport_options.get("global_keyprefix", "") or "")
         self.sep = str(transport_options.get("sep", DEFAULT_SEP))
-        steps = transport_options.get("priority_steps", DEFAULT_PRIORITY_STEPS)
+        steps = transport_options.get("priority_steps", DEFAULT_STEPS)
         self.priority_steps = tuple(int(s) for s in steps)
+        self.layout = PriorityLayout(
+            self.prefix, self.sep, self.priority_steps, "priority_steps" in transport_options
+        )
+        self.walk = KeyspaceWalk(self.prefix)
         self.unacked_key = str(transport_options.get("unacked_key", "unacked"))
         self.unacked_scan_limit = unacked_scan_limit
+        # hostname -> the priority options of its broker_transport_options (inspect conf)
+        self.worker_options = worker_options
         self._conn: Connection | None = None
         self._client: redis.Redis | None = None
         # (exchange, routing key) -> queue, from kombu's binding sets.
         self._routes: dict[tuple[str, str], str] = {}
+        self._listed: set[str] = set()  # queues the bindings named in the last sample
+        # global_keyprefix values of other kombu apps found in the keyspace
+        self.foreign_prefixes: set[str] = set()
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -78,47 +102,47 @@ class RedisQueueSource:
                 self._conn = None
                 self._client = None
 
-    def _key(self, queue: str, step: int) -> str:
-        name = f"{self.prefix}{queue}"
-        return name if step == 0 else f"{name}{self.sep}{step}"
-
     def sample(self, queues: list[str]) -> BrokerSample:
         try:
             return self._sample(queues)
         except Exception:
             self.close()  # a fresh connection next time
+            self.walk.reset()
             raise
 
     def _sample(self, queues: list[str]) -> BrokerSample:
         client = self._redis()
-        listed = self._read_bindings(client)
+        self.layout.learn_workers(self.worker_options())
+        known = set(queues) | self._listed
+        keys = self.walk.step(client, lambda key: self._wanted_key(key, known))
+        listed = self._read_bindings(client, {k for k in keys if self._is_binding(k)})
+        self._listed = listed
         # Queues the broker lists are sampled at once, not only from the next sample on.
         queues = sorted(set(queues) | listed)
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for step in self.priority_steps:
-                pipe.llen(self._key(queue, step))
+        self._note_found_lists(keys, set(queues))
+        lengths = self._lengths(client, queues)
         unacked_key = f"{self.prefix}{self.unacked_key}"
-        pipe.hlen(unacked_key)
-        results = pipe.execute()
-        reserved_total = int(results[-1])
+        reserved_total = int(client.hlen(unacked_key))
 
         sample = BrokerSample(listed_queues=listed, reserved_total=reserved_total)
         tails = client.pipeline(transaction=False)
         tail_queues: list[str] = []
-        n = len(self.priority_steps)
-        for i, queue in enumerate(queues):
-            lengths = [int(x) for x in results[i * n : (i + 1) * n]]
-            by_priority = {
-                str(step): length for step, length in zip(self.priority_steps, lengths, strict=True)
-            }
-            qs = QueueSample(ready=sum(lengths), by_priority=by_priority, reserved=0)
+        for queue in queues:
+            by_priority: dict[str, int] = {}
+            for (sep, step), length in lengths[queue]:
+                by_priority[str(step)] = by_priority.get(str(step), 0) + length
+                if length:
+                    self.layout.saw(queue, step)
+                    self.layout.found_list(queue, sep, step)
+            qs = QueueSample(ready=sum(by_priority.values()), by_priority=by_priority, reserved=0)
+            self.layout.log_mismatch(queue)
+            qs.priority_mismatch = self.layout.mismatch(queue)
             sample.queues[queue] = qs
             # kombu pushes on the left and pops on the right, highest priority first: the
             # next message to be consumed is the tail of the first non-empty list.
-            for step, length in zip(self.priority_steps, lengths, strict=True):
+            for (sep, step), length in lengths[queue]:
                 if length:
-                    tails.lindex(self._key(queue, step), -1)
+                    tails.lindex(self.layout.key(queue, sep, step), -1)
                     tail_queues.append(queue)
                     break
         if tail_queues:
@@ -127,27 +151,109 @@ class RedisQueueSource:
         self._count_reserved(client, unacked_key, reserved_total, sample)
         return sample
 
-    def _read_bindings(self, client: redis.Redis) -> set[str]:
-        """Queue names from kombu's ``_kombu.binding.<exchange>`` sets (bounded SCAN)."""
+    def _lengths(self, client: redis.Redis, queues: list[str]) -> dict[str, list[Length]]:
+        """queue -> ((sep, step), LLEN) of every list known, in step order. Candidate lists
+        not known yet are probed with one EXISTS per queue; those found are read at once."""
+        pipe = client.pipeline(transaction=False)
+        plan: list[tuple[str, list[tuple[str, int]], list[tuple[str, int]]]] = []
+        for queue in queues:
+            lists, probes = self.layout.lists(queue), self.layout.unprobed(queue)
+            plan.append((queue, lists, probes))
+            for sep, step in lists:
+                pipe.llen(self.layout.key(queue, sep, step))
+            if probes:
+                pipe.exists(*(self.layout.key(queue, sep, step) for sep, step in probes))
+        results = iter(pipe.execute(raise_on_error=False))
+        lengths: dict[str, list[Length]] = {}
+        hits: list[tuple[str, list[tuple[str, int]]]] = []
+        for queue, lists, probes in plan:
+            lengths[queue] = [(pair, _int(next(results))) for pair in lists]
+            if probes and _int(next(results)):
+                hits.append((queue, probes))
+        if hits:
+            confirm = client.pipeline(transaction=False)
+            for queue, probes in hits:
+                for sep, step in probes:
+                    confirm.llen(self.layout.key(queue, sep, step))
+            found = iter(confirm.execute(raise_on_error=False))
+            for queue, probes in hits:
+                for sep, step in probes:
+                    length = _int(next(found))
+                    if length:
+                        self.layout.found_list(queue, sep, step)
+                        lengths[queue].append(((sep, step), length))
+                lengths[queue].sort(key=lambda item: item[0][1])
+        return lengths
+
+    def _wanted_key(self, key: str, queues: set[str]) -> bool:
+        if self._is_binding(key):
+            return True
+        self._note_foreign_prefix(key)
+        return self.layout.classify(key, queues) is not None
+
+    def _note_foreign_prefix(self, key: str) -> None:
+        """kombu's binding keys under another ``global_keyprefix`` than the exporter's: an
+        app whose queues, events and workers this exporter cannot see. Logged once each."""
+        at = key.find(BINDING_PREFIX)
+        if at <= 0 or len(self.foreign_prefixes) >= MAX_FOREIGN_PREFIXES:
+            return
+        prefix = key[:at]
+        if prefix not in self.foreign_prefixes:
+            self.foreign_prefixes.add(prefix)
+            log.warning(
+                "Redis holds kombu bindings under global_keyprefix %r (%s): this exporter "
+                "sees none of that app's queues, events or workers; if it is yours, give "
+                "--broker-transport-option 'global_keyprefix=%s'",
+                prefix,
+                key,
+                prefix,
+            )
+
+    def _is_binding(self, key: str) -> bool:
+        return key.startswith(f"{self.prefix}{BINDING_PREFIX}")
+
+    def _note_found_lists(self, keys: set[str], queues: set[str]) -> None:
+        """Priority lists the keyspace walk found (other separators, unusual steps)."""
+        for key in keys:
+            found = self.layout.classify(key, queues)
+            if found is not None:
+                self.layout.found_list(*found)
+
+    def _read_bindings(self, client: redis.Redis, keys: set[str]) -> set[str]:
+        """Queue names from kombu's ``_kombu.binding.<exchange>`` sets; also learns the
+        separator the producers use when it is not the configured one."""
         routes: dict[tuple[str, str], str] = {}
         listed: set[str] = set()
-        pattern = f"{self.prefix}{BINDING_PREFIX}*"
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
+        ordered = sorted(keys)
+        if ordered:
             pipe = client.pipeline(transaction=False)
-            for key in keys:
+            for key in ordered:
                 pipe.smembers(key)
-            for key, members in zip(keys, pipe.execute(), strict=True):
-                exchange = _text(key)[len(self.prefix) + len(BINDING_PREFIX) :]
+            for key, members in zip(ordered, pipe.execute(), strict=True):
+                exchange = key[len(self.prefix) + len(BINDING_PREFIX) :]
                 if exchange in NOT_TASK_EXCHANGES:
                     continue
                 for member in members:
-                    parts = _text(member).split(self.sep)
-                    if len(parts) == 3 and parts[2]:
-                        routes[(exchange, parts[0])] = parts[2]
-                        listed.add(cached_label(parts[2]))
+                    parsed = self._parse_binding(_text(member))
+                    if parsed is not None:
+                        routing_key, queue = parsed
+                        routes[(exchange, routing_key)] = queue
+                        listed.add(cached_label(queue))
         self._routes = routes
         return listed
+
+    def _parse_binding(self, member: str) -> tuple[str, str] | None:
+        """(routing key, queue) of a binding member ``<routing key><sep><pattern><sep><queue>``."""
+        for sep in self.layout.seps:
+            parts = member.split(sep)
+            if len(parts) == 3 and parts[2]:
+                return parts[0], parts[2]
+        learned = sep_of_default_binding(member)
+        if learned is None:
+            return None
+        queue, sep = learned
+        self.layout.learn_sep(sep)
+        return queue, queue
 
     def _count_reserved(
         self, client: redis.Redis, key: str, total: int, sample: BrokerSample
@@ -173,6 +279,11 @@ class RedisQueueSource:
             return None
         # Celery's automatic queues use the queue name as exchange and routing key.
         return self._routes.get((exchange, routing_key)) or routing_key or None
+
+
+def _int(reply: object) -> int:
+    """A reply of a pipeline run without raising: an error (WRONGTYPE) counts as 0."""
+    return reply if isinstance(reply, int) else 0
 
 
 def _text(value: bytes | str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from celery import Celery
 
 from exporter.settings import Settings
@@ -10,7 +13,16 @@ from exporter.sources.rabbitmq_queues import RabbitMQQueueSource
 from exporter.sources.redis_queues import RedisQueueSource
 
 
-def make_queue_source(app: Celery, settings: Settings) -> QueueSource:
+def make_queue_source(
+    app: Celery,
+    settings: Settings,
+    worker_options: Callable[[], dict[str, dict[str, Any]]] = dict,
+) -> QueueSource:
     if settings.is_redis:
-        return RedisQueueSource(app, settings.transport_options, settings.sample_timeout_seconds)
+        return RedisQueueSource(
+            app,
+            settings.transport_options,
+            settings.sample_timeout_seconds,
+            worker_options=worker_options,
+        )
     return RabbitMQQueueSource(app, settings.sample_timeout_seconds)

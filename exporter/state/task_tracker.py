@@ -18,6 +18,7 @@ order. Finished tasks therefore move to a small "recently finished" map (bounded
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from exporter.labels import UNKNOWN
 
@@ -28,6 +29,7 @@ class TrackedTask:
         "name",
         "queue",
         "received_at",
+        "received_by",
         "sent_at",
         "started_at",
         "started_by",
@@ -39,6 +41,7 @@ class TrackedTask:
         self.queue: str | None = None
         self.sent_at: float | None = None
         self.received_at: float | None = None
+        self.received_by: str | None = None  # the worker that received it
         # ETA/countdown as an epoch timestamp: the task is not "waiting" before it.
         self.due_at: float | None = None
         self.started_at: float | None = None
@@ -131,6 +134,27 @@ class TaskTracker:
             count, oldest = result.get(name, (0, started))
             result[name] = (count + 1, min(oldest, started))
         return result
+
+    def reserved(
+        self,
+        live_workers: set[str],
+        online_since: dict[str, float],
+        queue_of_worker: Callable[[str], str | None],
+    ) -> dict[str, int]:
+        """Per queue: tasks a live worker received and has not started (Celery's "reserved":
+        prefetched, or ETA/countdown held). O(n). A task received before its worker last
+        came online is not counted: the broker gave it back when the old process went."""
+        counts: dict[str, int] = {}
+        for task in self._tasks.values():
+            host = task.received_by
+            if task.started_at is not None or host is None or host not in live_workers:
+                continue
+            since = online_since.get(host)
+            if since is not None and task.touched < since:
+                continue
+            queue = task.queue or queue_of_worker(host) or UNKNOWN
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
     def expire(self, now: float) -> None:
         """Evict tasks untouched for longer than the maximum age."""

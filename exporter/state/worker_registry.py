@@ -71,6 +71,8 @@ class WorkerRegistry:
         # hostname -> when it last reported no running task (or restarted): tasks it started
         # before that are not running, whatever final events were lost.
         self.idle_since: dict[str, float] = {}
+        # hostname -> when it last came online (worker-online), on the exporter's clock
+        self.online_since: dict[str, float] = {}
 
     def _get(self, hostname: str) -> WorkerState:
         worker = self._workers.get(hostname)
@@ -91,6 +93,7 @@ class WorkerRegistry:
             worker.onlines += 1
             self.starts_total += 1
             self.idle_since[hostname] = now
+            self.online_since[hostname] = now
             # A restarted worker starts its counters again: forget what we learnt.
             worker.processed_baseline = None
             worker.task_events_seen = False
@@ -173,6 +176,7 @@ class WorkerRegistry:
                 ):
                     del self._workers[hostname]
                     self.idle_since.pop(hostname, None)
+                    self.online_since.pop(hostname, None)
                     purged.append(hostname)
                     continue
                 since = worker.processed_without_events_since

@@ -14,6 +14,8 @@ Configured only from the environment, so each worker subprocess gets its own bro
 - ``TEST_BROKER_USE_SSL``: JSON object passed as ``broker_use_ssl``, the TLS options of an
   ``amqps://`` or ``rediss://`` broker (e.g. ``{"ca_certs": "/ca.pem", "cert_reqs": 2}`` for
   py-amqp); default none (Celery's default, ``False``).
+- ``TEST_CELERY_CONF``: JSON object of any other settings, applied last (e.g.
+  ``{"task_default_queue_type": "quorum", "task_default_exchange_type": "topic"}``).
 
 Results are ignored: no result backend is configured.
 """
@@ -68,6 +70,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
 )
+app.conf.update(_json_env("TEST_CELERY_CONF"))
 
 
 class CustomTaskError(Exception):
