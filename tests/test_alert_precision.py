@@ -7,8 +7,9 @@ exporter (default flags) and two workers, all scraped by one real Prometheus tha
 scenarios cannot hide (or cause) each other's alerts:
 
 - ``healthy``: 35 s of ordinary traffic from one producer (Poisson sends, a burst that
-  drains, failures, retries), then 165 s of quiet: nothing fires (before issue 14,
-  CeleryPeriodicTaskMissed did after about 140 s of quiet).
+  drains, failures, retries), then 165 s of quiet, while a real ``celery beat`` sends a
+  task every 5 s throughout: nothing fires (before issue 14, CeleryPeriodicTaskMissed did
+  for the producer's task names after about 140 s of quiet).
 - ``outage``: the broker stops for 110 s and returns: CeleryBrokerUnreachable fires,
   nothing else does, and nothing fires a minute after recovery.
 - ``restart``: the exporter restarts under traffic: nothing fires.
@@ -31,10 +32,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.exporter import REPO_ROOT, ExporterProcess
+from tests.support.processes import ManagedProcess
 from tests.support.prometheus import PrometheusServer
 from tests.support.servers import RedisServer
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
+from tests.test_beat import start_beat
 
 RULES = REPO_ROOT / "alerts" / "celery.rules.yml"
 SCENARIOS = ("healthy", "outage", "restart", "scaledown")
@@ -43,6 +46,7 @@ DURATION = 200.0
 TRAFFIC = 35.0  # seconds of traffic at the start of "healthy"
 OUTAGE = (25.0, 135.0)  # the broker of "outage" is down between these offsets
 EVENT = 30.0  # when "restart" restarts its exporter and "scaledown" stops a worker
+BEAT = {"pulse": {"task": "tests.sleep", "every": 5, "args": [0]}}  # runs in "healthy"
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Scenario:
     started: float = 0.0  # time.time() when its timeline began
     marks: dict[str, float] = field(default_factory=dict)  # time.time() of named moments
     error: BaseException | None = None
+    beat: ManagedProcess | None = None
 
     def at(self, offset: float) -> None:
         """Sleep until ``offset`` seconds into the timeline (pacing, not a readiness wait)."""
@@ -187,6 +192,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         prometheus.start()
         for s in scenarios.values():
             _start_workers(s)
+        healthy = scenarios["healthy"]
+        healthy.beat = start_beat(healthy.broker_url, healthy.logdir, "beat", BEAT)
         prometheus.wait_targets_up(60)
 
         plans: dict[str, Callable[[Scenario, random.Random], None]] = {
@@ -217,10 +224,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield Run(prometheus, scenarios, ended)
     finally:
         for s in scenarios.values():
+            if s.beat is not None:
+                s.beat.stop()
             if s.producer is not None:
                 s.producer.close()
-            for w in s.workers:
-                w.stop(timeout=15)
+        # Warm shutdowns in parallel: each takes a second or two.
+        stopping = [
+            threading.Thread(target=w.stop, kwargs={"timeout": 15})
+            for s in scenarios.values()
+            for w in s.workers
+        ]
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
+        for s in scenarios.values():
             if s.exporter is not None:
                 s.exporter.stop()
         if prometheus is not None:
@@ -251,6 +269,11 @@ def test_a_healthy_day_raises_no_alert(run: Run) -> None:
         'celery_task_arrival_regular{broker="healthy", name="tests.add"}', at=run.ended
     )
     assert (senders, regular) == (1.0, 0.0)
+    # The beat ran all along and was learned as periodic: it kept time, so it did not page.
+    beat_regular = run.prometheus.query_value(
+        'celery_task_arrival_regular{broker="healthy", name="tests.sleep"}', at=run.ended
+    )
+    assert beat_regular == 1
     assert run.ended - s.marks["quiet"] >= 160  # quiet longer than 3 intervals + for: 2m
 
 
