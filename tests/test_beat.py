@@ -95,7 +95,7 @@ def test_a_killed_beat_pages_and_irregular_traffic_that_stops_does_not(
     """CeleryPeriodicTaskMissed (the shipped rule, for: shortened) with a real beat killed
     by SIGKILL: it fires within a minute of the first missed run. Its twin: one producer's
     Poisson traffic that stops, as a web app's at night, never fires."""
-    every = 2.0
+    every = 1.0
     schedule = {"tick": {"task": "tests.add", "every": every, "args": [1, 1]}}
     exporter = exporter_factory(redis_url)  # default flags: no --app, the rhythm is learned
     prometheus = PrometheusServer(
@@ -117,7 +117,7 @@ def test_a_killed_beat_pages_and_irregular_traffic_that_stops_does_not(
     try:
         prometheus.wait_targets_up(60)
         traffic.start()
-        # Beat's rhythm is learned as regular once 10 intervals are seen (about 22 s).
+        # Beat's rhythm is learned as regular once 10 intervals are seen (about 11 s).
         wait_for(
             lambda: prometheus.query_value('celery_task_arrival_regular{name="tests.add"}') == 1,
             90, interval=0.5, message=lambda: beat.log_tail(),
