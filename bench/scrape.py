@@ -9,7 +9,8 @@ counts, histogram buckets included), then scrapes ``/metrics`` ``--scrapes`` tim
 format Prometheus may ask for (the 0.0.4 text format, and OpenMetrics, which Prometheus asks
 for first), gzip-compressed as Prometheus asks and uncompressed. While scraping, a flood of
 events keeps the exporter busy in one of the runs, to show that scrapes and ingestion do not
-stall each other. Writes the "## /metrics latency" section of bench/RESULTS.md; exits 1 if
+stall each other. The status page at ``/`` (built from the same memory) is timed the same
+way. Writes the "## /metrics latency" section of bench/RESULTS.md; exits 1 if
 the target (median and p99 under 100 ms) or a check fails.
 """
 
@@ -75,6 +76,23 @@ def task_events(names: int, workers: int) -> list[tuple[str, list[dict[str, Any]
         if batch:
             out.append((host, batch))
     return out
+
+
+def heartbeat_workers(server: ingest.RedisServer, fmt: ingest.WireFormat, workers: int) -> None:
+    """One worker-heartbeat per worker (a long interval: they stay up while timed)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    messages = []
+    for w in range(workers):
+        host = f"celery@scrape-worker-{w:04d}"
+        event = {"hostname": host, "timestamp": time.time(), "freq": 600.0, "active": 0,
+                 "processed": 100, "type": "worker-heartbeat"}  # fmt: skip
+        messages.append(
+            ingest.encode_message(fmt, "worker.heartbeat", host, event, str(uuid.uuid4()))
+        )
+    ingest.publish(client, messages)
+    client.close()
 
 
 def publish(server: ingest.RedisServer, fmt: ingest.WireFormat, batches: list[Any]) -> int:
@@ -219,6 +237,28 @@ def main(argv: list[str] | None = None) -> int:
                      f"{series:,}")
                 )  # fmt: skip
                 ingest.log(f"{label}: {series:,} series, median {med:.1f} ms, p99 {p99:.1f} ms")
+        # The status page: the same in-memory state, rendered as HTML for a person. Its
+        # workers come from heartbeats (published only now: /metrics above is unchanged).
+        heartbeat_workers(server, fmt, workers)
+        page_url = exporter.url("/")
+        deadline = time.monotonic() + 60
+        while f"Workers ({workers} alive)".encode() not in scrape(page_url, "text/html", False)[1]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        page_times: list[float] = []
+        scrape(page_url, "text/html", False)  # warm-up
+        for _ in range(args.scrapes):
+            elapsed, page, _ = scrape(page_url, "text/html", False)
+            page_times.append(elapsed)
+        page_med, page_p99 = statistics.median(page_times) * 1e3, percentile(page_times, 0.99) * 1e3
+        checks.append(
+            (f"status page: median and p99 < {TARGET_MS:.0f} ms",
+             page_med < TARGET_MS and page_p99 < TARGET_MS,
+             f"median {page_med:.1f} ms, p99 {page_p99:.1f} ms")
+        )  # fmt: skip
+        page_rows = page.count(b"<tr") - page.count(b"<thead><tr")
+        ingest.log(f"status page: {page_rows} table rows, median {page_med:.1f} ms")
         rss_kib = exporter.rss_kib()
         # Scrapes during a flood: the flood still goes in whole, scrapes still answer.
         flood = task_events(names, 20)
@@ -290,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(busy_times) * 1e3:.0f} ms). The exporter copies the task series "
         "under its lock and renders them outside it. Exporter RSS with these series: "
         f"{rss_kib / 1024:.1f} MiB.",
+    ]
+    lines += [
+        "",
+        f"Status page `/` with these workers ({page_rows} table rows, {len(page) / 1024:.0f} "
+        f"KiB of HTML): median {page_med:.1f} ms, p99 {page_p99:.1f} ms, max "
+        f"{max(page_times) * 1e3:.1f} ms over {args.scrapes} requests.",
     ]
     if failed:
         lines += ["", "Failed checks:", "", *(f"- {n}: {d}" for n, _, d in failed)]

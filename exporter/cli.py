@@ -347,7 +347,7 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def command(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    from exporter.daemon import run
+    from exporter.daemon import ListenError, run
     from exporter.logs import configure_logging
 
     settings = build_settings(options)
@@ -368,6 +368,8 @@ def command(ctx: click.Context, /, **options: Any) -> None:
         run(settings)
     except WebConfigError as exc:  # changed between the check above and the daemon's load
         raise click.BadParameter(str(exc), param_hint="'--web-config-file'") from None
+    except ListenError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--listen-address'") from None
 
 
 @command.command(

@@ -33,6 +33,7 @@ from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
 from exporter.settings import Settings
 from exporter.state.worker_registry import WorkerRegistry
+from exporter.status_page import status_page
 from exporter.watch import IDLE_NAMES_TICKS, RUNNING_REFRESH_TICKS, BrokerWatch
 from exporter.web import ExporterHTTPServer
 from exporter.webconfig import WebConfigReloader
@@ -43,6 +44,10 @@ CLOCK_TICK_SECONDS = 1.0
 BROKER_LABEL = "broker"
 
 __all__ = ["IDLE_NAMES_TICKS", "RUNNING_REFRESH_TICKS", "Exporter", "run"]
+
+
+class ListenError(Exception):
+    """The listen address cannot be bound (one line for the user, exit 2)."""
 
 
 class _Collect(Collector):
@@ -156,13 +161,19 @@ class Exporter:
 
     def start(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
-        self.http = ExporterHTTPServer(
-            (host, port),
-            self.registry,
-            self.broker_display(),
-            self.ready,
-            web_config=self.web_config,
-        )
+        try:
+            self.http = ExporterHTTPServer(
+                (host, port),
+                self.registry,
+                self.broker_display(),
+                self.ready,
+                web_config=self.web_config,
+                page=status_page(self.watches),
+            )
+        except OSError as exc:  # in use, not an address of this host, privileged port...
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            reason = (exc.strerror or str(exc)).lower()
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
         self.http.start()
         bound_host, bound_port = self.http.server_address[:2]
         log.info(

@@ -60,6 +60,7 @@ class BrokerWatch:
         # The `broker` label value (None: a single unnamed broker, no label).
         self.name = name
         self.app = make_app(settings)
+        self.started_at = clock()
         self.health = ExporterHealth(clock)
         self.workers = WorkerRegistry(
             settings.worker_timeout_heartbeats, settings.worker_purge_seconds

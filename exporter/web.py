@@ -1,4 +1,5 @@
-"""HTTP endpoints: ``/metrics``, a landing page at ``/``, ``/healthz`` and ``/readyz``.
+"""HTTP endpoints: ``/metrics``, the status page at ``/`` (exporter/status_page.py),
+``/healthz`` and ``/readyz``.
 
 Every response is built from in-memory state: no request ever waits on the broker.
 
@@ -83,6 +84,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         broker_display: str,
         ready: Callable[[], tuple[bool, str]],
         web_config: WebConfigReloader | None = None,
+        page: Callable[[], str] | None = None,
     ) -> None:
         # An IPv6 literal needs an IPv6 socket.
         if ":" in address[0]:
@@ -92,6 +94,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.broker_display = broker_display
         self.ready = ready
         self.web_config = web_config
+        self.page = page  # the status page; None: a plain landing page
         self._thread: threading.Thread | None = None
 
     @property
@@ -194,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._metrics()
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8", self._landing().encode())
+            self._page()
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
         elif path == "/readyz":
@@ -220,6 +223,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         self._send(200, content_type, body, headers)
+
+    def _page(self) -> None:
+        try:
+            body = (self._landing() if self.server.page is None else self.server.page()).encode()
+        except Exception:
+            log.exception("rendering the status page failed")
+            self._send(500, "text/plain; charset=utf-8", b"rendering the status page failed\n")
+            return
+        self._send(200, "text/html; charset=utf-8", body)
 
     def _send(
         self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None

@@ -1227,7 +1227,7 @@ def workers() -> dict[str, Any]:
             ("Busy", "short", f"max by ({BY_WORKER}) (celery_worker_busy_processes{{{W}}})"),
             ("Pool", "short", f"max by ({BY_WORKER}) (celery_worker_pool_processes{{{W}}})"),
             ("Saturation", "percentunit", SATURATION),
-            ("Prefetch", "short", f"max by ({BY_WORKER}) (celery_worker_prefetch_count{{{W}}})"),
+            ("Prefetch", "short", f"max by ({BY_WORKER}) (celery_worker_prefetch_limit{{{W}}})"),
             ("Peak RSS", "bytes", f"max by ({BY_WORKER}) (celery_worker_max_rss_bytes{{{W}}})"),
             (
                 "Restarts (1h)",
@@ -1380,7 +1380,7 @@ def workers() -> dict[str, Any]:
                     f"{L_WORKER} active",
                 ),
                 (
-                    f"max by ({BY_WORKER}) (celery_worker_prefetch_count{{{W}}})",
+                    f"max by ({BY_WORKER}) (celery_worker_prefetch_limit{{{W}}})",
                     f"{L_WORKER} prefetch",
                 ),
             ),

@@ -86,6 +86,11 @@ def test_routing_mismatch_names_the_queue_and_what_workers_consume(
     )
     assert "workers consume `celery`" in result.stdout
     assert "check task routes / worker -Q" in result.stdout
+    # Sent without task-sent events: the age of the oldest message is "-", and said why.
+    assert (
+        "  - = not known. oldest: the next message's task-sent event was not seen (producers "
+        "need task_send_sent_event = True)"
+    ) in result.stdout
 
 
 def test_worker_without_task_events_is_a_warning(

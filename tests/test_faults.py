@@ -214,6 +214,13 @@ def test_cut_longer_than_backoff_cap_then_back(
     wait_for(lambda: metric(exporter, "celery_exporter_broker_connect_failures_total") >= 4, 30)
     wait_for(lambda: metric(exporter, "celery_exporter_source_up", source=source) == 0, 30)
     assert exporter.status("/readyz") == 503
+    # The status page says so in diagnose's plain words, from memory (the broker is not
+    # asked), and keeps the last known workers in view.
+    status, page = exporter.get("/")
+    assert status == 200
+    assert '<span class="verdict critical">UNREACHABLE</span>' in page
+    assert "the broker is unreachable" in page and "(connection refused)" in page
+    assert "<code>steady@test</code>" in page
     # Sent during the cut: the exporter has no subscription (Redis) and its exclusive
     # queue went with its connection (RabbitMQ): these are lost, and only the gap says so.
     with RawEventConsumer(broker_url) as direct:

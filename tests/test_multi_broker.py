@@ -106,10 +106,10 @@ def test_several_brokers_from_one_process_and_an_outage_of_one(
         assert value(s, "celery_exporter_source_up", broker="red", source="redis") == 1
         assert value(s, "celery_exporter_source_up", broker="rabbit", source="rabbitmq") == 1
         assert succeeded(s, "blue") == SENT["blue"]  # kept, not reset
-        # The landing page names every broker, credentials masked.
+        # The status page names every broker, credentials masked.
         landing = exporter.get("/")[1]
         for name in SENT:
-            assert f"{name}=" in landing
+            assert f"<h2>Broker <code>{name}</code> " in landing
         assert "guest:guest" not in landing
     finally:
         blue_server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -70,6 +71,20 @@ def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str)
     assert flag in lines[0]
     assert lines[0].startswith("celery-metrics-exporter: error:")
     assert "hunter2" not in result.stderr
+
+
+def test_listen_port_in_use_is_one_line_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The default broker URL: nothing is connected before the listener is bound.
+        result = run_cli("--listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "celery-metrics-exporter: error: Invalid value for '--listen-address': "
+        f"cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
 
 
 def test_version_and_help() -> None:

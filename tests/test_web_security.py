@@ -196,6 +196,10 @@ def test_https_with_valid_certificate_and_password(
     assert ok.status == 200
     assert "celery_exporter_broker_up" in ok.body
     assert ok.headers["X-Content-Type-Options"] == "nosniff"
+    # The status page: behind the same TLS and password, with the configured headers.
+    page = https_get(exporter.port, "/", ca, basic("prometheus", PASSWORD))
+    assert page.status == 200 and "<h1>Celery status</h1>" in page.body
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert served_fingerprint(exporter.port) == file_fingerprint(pki.one.cert)
 
     # A client that trusts another CA refuses the server's certificate.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, value
+from tests.support.prometheus import assert_promtool_clean
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 
@@ -40,7 +41,8 @@ def test_pool_memory_and_running_tasks(
 
     s = wait_for(state, 30, interval=0.25)
     assert value(s, "celery_worker_pool_processes", hostname=HOST) == 3
-    assert value(s, "celery_worker_prefetch_count", hostname=HOST) == 3
+    assert value(s, "celery_worker_prefetch_limit", hostname=HOST) == 3
+    assert_promtool_clean(exporter.get("/metrics")[1])
     rss = value(s, "celery_worker_max_rss_bytes", hostname=HOST)
     assert rss is not None and 10 * 2**20 < rss < 2 * 2**30
     started = value(s, "celery_task_oldest_running_start_timestamp_seconds", name="tests.sleep")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from exporter.diagnose.errors import explain_connection_error
-from exporter.diagnose.findings import Observation, QueueView, WorkerView
+from exporter.diagnose.findings import Observation
+from exporter.diagnose.observe import observation_of
 from exporter.settings import Settings
 from exporter.watch import BrokerWatch
 
@@ -42,7 +43,7 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
         while time.monotonic() < answer_deadline and not _all_answered(exporter):
             time.sleep(0.1)
         exporter.queue_sampler.sample_once()
-        return _observation(exporter, window)
+        return observation_of(exporter, window, events_grace=EVENTS_GRACE_SECONDS)
     finally:
         exporter.stop()
 
@@ -50,58 +51,3 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
 def _all_answered(exporter: BrokerWatch) -> bool:
     known = exporter.worker_queues.all()
     return all(w.hostname in known for w in exporter.workers.snapshot() if w.up)
-
-
-def _observation(exporter: BrokerWatch, window: float) -> Observation:
-    queues_of = exporter.worker_queues.all()
-    stats = dict(exporter.control.stats)
-    workers: list[WorkerView] = []
-    now = exporter.clock()
-    for snap in exporter.workers.snapshot():
-        events = snap.task_events_enabled
-        since = snap.processed_without_events_since
-        # Batched task events can trail the heartbeat that counts the task by a few seconds.
-        if events is None and since is not None and now - since >= EVENTS_GRACE_SECONDS:
-            events = False
-        s = stats.get(snap.hostname)
-        workers.append(
-            WorkerView(
-                hostname=snap.hostname,
-                alive=snap.up,
-                pool_size=s.pool_size if s else None,
-                pool_kind=s.pool_kind if s else None,
-                active=snap.active,
-                queues=queues_of.get(snap.hostname),
-                task_events=events,
-            )
-        )
-    alive = {w.hostname for w in workers if w.alive}
-    queues: list[QueueView] = []
-    snapshot = exporter.queue_sampler.snapshot
-    if snapshot is not None:
-        for name, qs in sorted(snapshot.sample.queues.items()):
-            consumers = sorted(h for h, qn in queues_of.items() if name in qn and h in alive)
-            queues.append(
-                QueueView(
-                    name=name,
-                    ready=qs.ready,
-                    by_priority=qs.by_priority,
-                    reserved=qs.reserved,
-                    # A lower bound from first sight means nothing after a short window.
-                    oldest_age=(
-                        snapshot.oldest_age.get(name) if name in snapshot.oldest_age_exact else None
-                    ),
-                    consumers=consumers,
-                    broker_consumers=qs.broker_consumers,
-                )
-            )
-    with exporter.dispatcher.lock:
-        arrivals = exporter.dispatcher.tasks.arrivals.stats()
-    senders = {name: a.senders for name, a in arrivals.items() if a.senders}
-    return Observation(
-        broker_ok=True,
-        workers=sorted(workers, key=lambda w: w.hostname),
-        queues=queues,
-        senders=senders,
-        window_seconds=window,
-    )

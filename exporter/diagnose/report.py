@@ -22,6 +22,19 @@ def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
+def _legend(obs: Observation) -> list[str]:
+    """What a "-" in the queue table means, when one is printed."""
+    unknown = []
+    if any(q.ready and q.oldest_age is None for q in obs.queues):
+        unknown.append(
+            "oldest: the next message's task-sent event was not seen (producers need "
+            "task_send_sent_event = True)"
+        )
+    if any(q.reserved is None for q in obs.queues):
+        unknown.append("reserved: the broker does not tell (RabbitMQ)")
+    return [f"  - = not known. {'; '.join(unknown)}"] if unknown else []
+
+
 def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
     lines = [f"celery-metrics-exporter diagnose: {broker}"]
     if not obs.broker_ok:
@@ -62,6 +75,7 @@ def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
                 if q.by_priority and any(n for p, n in q.by_priority.items() if p != "0"):
                     parts = ", ".join(f"{p}: {n:,}" for p, n in q.by_priority.items() if n)
                     lines.append(f"  {'':<{width}}   by priority: {parts}")
+            lines += _legend(obs)
         else:
             lines.append("  (none found)")
     lines += ["", "Findings"]

@@ -30,6 +30,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from exporter.broker import bounded_connection
+from exporter.diagnose.errors import explain_connection_error
 from exporter.events.redis_stream import RedisEventStream, is_redis_channel
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text, redact_url
@@ -104,6 +105,7 @@ class EventConsumer:
                         )
                         outage_logged = True
                     self.health.connect_failures.inc(())
+                    self.health.broker_error = explain_connection_error(exc)
             self.consuming.clear()
             self.health.event_backlog_bytes = None
             self.health.set_broker_up(False, self.clock())
@@ -124,6 +126,11 @@ class EventConsumer:
         self.health.reconnects.inc((reason,))
         self.consuming.clear()
         self.health.set_broker_up(False, self.clock())
+        self.health.broker_error = (
+            ("watchdog", "no events on a connection that carried events: reconnecting")
+            if exc is None
+            else explain_connection_error(exc)
+        )
         if exc is None:
             log.warning(
                 "no events for %.0f s on a connection that carried events; reconnecting to %s",

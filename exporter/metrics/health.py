@@ -20,6 +20,10 @@ class ExporterHealth:
         # since ``_down_since``. Down from the start until the first connection.
         self._down_seconds = 0.0
         self._down_since: float | None = clock()
+        # When broker_up last changed (for the status page's "since"), and why the latest
+        # connection attempt failed: (kind, plain explanation), None once connected.
+        self.broker_since: float = clock()
+        self.broker_error: tuple[str, str] | None = None
         self.last_event_at: float | None = None
         self.event_lag: float | None = None
         # Redis: bytes the broker holds for the event subscription (None: unknown).
@@ -79,6 +83,10 @@ class ExporterHealth:
                 self._down_since = None
             elif not up and self._down_since is None:
                 self._down_since = now
+            if up != self.broker_up:
+                self.broker_since = now
+            if up:
+                self.broker_error = None
             self.broker_up = up
 
     def broker_down_seconds(self, now: float | None = None) -> float:

@@ -118,8 +118,9 @@ class WorkerCollector:
             labels=["hostname"],
         )
         prefetch = GaugeMetricFamily(
-            "celery_worker_prefetch_count",
-            "Messages the worker may hold unacknowledged (stats: prefetch_count).",
+            "celery_worker_prefetch_limit",
+            "Messages the worker may hold unacknowledged at once: its QoS prefetch limit "
+            "(stats: prefetch_count). Was celery_worker_prefetch_count.",
             labels=["hostname"],
         )
         memory = GaugeMetricFamily(

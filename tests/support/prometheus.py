@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -52,6 +53,18 @@ def _require_prometheus() -> str:
             "(`apt-get install prometheus`); the tests start their own server"
         )
     return path
+
+
+def assert_promtool_clean(exposition: str) -> None:
+    """`promtool check metrics` on a scrape: Prometheus' own lint of names, types, help."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise ServerBinaryMissing("`promtool` is not installed: install Debian's prometheus")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
 class PrometheusServer(_ProcessServer):
