@@ -725,6 +725,45 @@ def test_arrival_rhythm_and_senders_show_a_second_beat(clock: Clock) -> None:
     )
 
 
+def test_only_arrivals_that_keep_time_are_regular(clock: Clock) -> None:
+    """celery_task_arrival_regular: beat's rhythm is regular once learned (and stays so
+    through one missed arrival); Poisson traffic and a burst from one producer are not."""
+    import random
+
+    exp = make_exporter(clock)
+    t = clock.now
+    rng = random.Random(14)
+
+    def sent(name: str, uuid: str, at: float) -> dict[str, Any]:
+        return {"type": "task-sent", "uuid": uuid, "name": name, "queue": "celery",
+                "hostname": "gen1@app", "retries": 0, "timestamp": at}  # fmt: skip
+
+    # Beat: every 60 s, its few-millisecond jitter; regular from the 10th interval on.
+    for i in range(10):
+        feed(exp, sent("beat.tick", f"b{i}", t + 60 * i + rng.uniform(0, 0.005)))
+    assert value(samples(exp), "celery_task_arrival_regular", name="beat.tick") == 0
+    feed(exp, sent("beat.tick", "b10", t + 600))
+    assert value(samples(exp), "celery_task_arrival_regular", name="beat.tick") == 1
+    # One run missed (an exporter outage): a single outlier among 16.
+    feed(exp, sent("beat.tick", "b12", t + 720))
+    assert value(samples(exp), "celery_task_arrival_regular", name="beat.tick") == 1
+
+    # One producer, Poisson arrivals (mean 5 s): never regular.
+    at = t
+    for i in range(200):
+        at += rng.expovariate(0.2)
+        feed(exp, sent("web.job", f"w{i}", at))
+        if i >= 10:
+            assert value(samples(exp), "celery_task_arrival_regular", name="web.job") == 0, i
+    # A burst sent in a loop: evenly spaced, but milliseconds apart.
+    for i in range(20):
+        feed(exp, sent("web.burst", f"x{i}", t + 0.002 * i))
+    s = samples(exp)
+    assert value(s, "celery_task_arrival_regular", name="web.burst") == 0
+    burst_interval = value(s, "celery_task_arrival_interval_seconds", name="web.burst")
+    assert burst_interval == pytest.approx(0.002, rel=1e-3)
+
+
 def test_arrivals_without_task_sent_come_from_first_delivery(clock: Clock) -> None:
     exp = make_exporter(clock)
     t = clock.now

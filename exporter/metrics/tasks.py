@@ -161,13 +161,21 @@ def arrival_families(stats: dict[str, ArrivalStats]) -> Iterator[Metric]:
         "arrivals. A periodic task sent by 2 means two beats.",
         labels=["name"],
     )
+    regular = GaugeMetricFamily(
+        "celery_task_arrival_regular",
+        "1 when the recent arrivals of this task name keep time like beat's (at least 10 "
+        "intervals, three quarters of them within 10% of the median, median >= 0.5 s), else "
+        "0. Only regular names count as periodic for CeleryPeriodicTaskMissed.",
+        labels=["name"],
+    )
     for name, st in sorted(stats.items()):
         last.add_metric([name], st.last)
         if st.interval is not None:
             interval.add_metric([name], st.interval)
+            regular.add_metric([name], 1.0 if st.regular else 0.0)
         if st.senders:
             senders.add_metric([name], float(st.senders))
-    yield from (last, interval, senders)
+    yield from (last, interval, senders, regular)
 
 
 def schedule_families(entries: list[ScheduleEntry]) -> Iterator[Metric]:
