@@ -351,3 +351,32 @@ def test_a_new_connection_is_refused_with_503_only_while_every_slot_is_busy(
         for s in family.samples
     }
     assert samples["full"] == 1
+
+
+def test_when_full_the_slowest_head_makes_room_before_any_busy_request(
+    server: ExporterHTTPServer, gate: Gate
+) -> None:
+    """Both slots taken, one by a request being answered, one by a client sending its head a
+    byte at a time: a new client gets the slow one's slot, at once."""
+    port = server.server_address[1]
+    busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        busy.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        wait_for(lambda: gate.waiting == 1, 10, message="request not busy")
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        wait_for(lambda: server.connections.open == 2, 10, message="slow client not admitted")
+        answer = exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ")  # not 503 after the accept wait
+        assert slow.recv(1) == b""  # closed to make room, without an answer
+        gate.open.set()
+        assert busy.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        busy.close()
+        slow.close()
+    samples = {
+        s.labels.get("reason", s.name): s.value
+        for family in server.connections.collect()
+        for s in family.samples
+    }
+    assert (samples["evicted"], samples["full"]) == (1, 0)
