@@ -104,6 +104,9 @@ class ConnectionTable:
         """The connection is now carried by ``sock`` (its TLS socket)."""
         with self._changed:
             connection.sock = sock
+            if connection.evicted:  # meanwhile, through the socket object now detached
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def release(self, connection: Connection) -> None:
         with self._changed:
@@ -113,6 +116,11 @@ class ConnectionTable:
     def count(self, reason: str) -> None:
         with self._changed:
             self._rejected[reason] += 1
+
+    def phases(self) -> list[str]:
+        """The phase of each open connection."""
+        with self._changed:
+            return sorted(c.phase for c in self._open)
 
     @property
     def open(self) -> int:

@@ -183,7 +183,6 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 self.shutdown_request(request)
                 return
             request = wrapped
-            self.connections.rebind(connection, wrapped)
         # Handles the requests, logs what breaks (handle_error), closes the connection.
         self.process_request_thread(request, client_address)
 
@@ -210,6 +209,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 log.debug("%s: not a TLS client hello; closed", client_address[0])
                 return None
             tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            # The plain socket object is now detached: closing to make room must shut this one.
+            self.connections.rebind(connection, tls)
             # Non-blocking, so the deadline bounds the whole handshake, not each read: a client
             # trickling a byte at a time gets no more than TLS_HANDSHAKE_TIMEOUT_SECONDS.
             tls.setblocking(False)

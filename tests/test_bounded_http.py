@@ -28,6 +28,7 @@ from exporter.settings import (
     DEFAULT_WEB_MAX_CONNECTIONS,
 )
 from exporter.web import ACCEPT_WAIT_SECONDS, ExporterHTTPServer
+from exporter.webconfig import WebConfigReloader
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import parse_samples, value
 from tests.support.tls import make_certificates
@@ -377,6 +378,51 @@ def test_when_full_the_slowest_head_makes_room_before_any_busy_request(
     samples = {
         s.labels.get("reason", s.name): s.value
         for family in server.connections.collect()
+        for s in family.samples
+    }
+    assert (samples["evicted"], samples["full"]) == (1, 0)
+
+
+def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None:
+    """Over TLS, both slots taken by clients trickling their handshake: a new client's
+    handshake and request get one of their slots at once."""
+    files = make_certificates(tmp_path / "pki")
+    config = tmp_path / "web.yml"
+    config.write_text(f"tls_server_config:\n  cert_file: {files.cert}\n  key_file: {files.key}\n")
+    http = ExporterHTTPServer(
+        ("127.0.0.1", 0),
+        CollectorRegistry(auto_describe=False),
+        "redis://127.0.0.1:1/0",
+        lambda: (True, "ok"),
+        web_config=WebConfigReloader(str(config)),
+        max_connections=2,
+    )
+    http.start()
+    port = http.server_address[1]
+    tricklers = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        for sock in tricklers:
+            sock.sendall(b"\x16\x03\x01\x02\x00")  # a 512-byte handshake record begins
+        wait_for(
+            lambda: http.connections.phases() == ["head", "head"],
+            10,
+            message="handshakes not under way",
+        )
+        context = ssl.create_default_context(cafile=str(files.cacert))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert tricklers[0].recv(1) == b""  # the older, closed to make room
+    finally:
+        for sock in tricklers:
+            sock.close()
+        http.stop()
+    samples = {
+        s.labels.get("reason", s.name): s.value
+        for family in http.connections.collect()
         for s in family.samples
     }
     assert (samples["evicted"], samples["full"]) == (1, 0)
