@@ -348,8 +348,10 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.settimeout(1.0)
             self.connection.sendall(answer)
-            # Take what the client is still sending, for a while, so that closing with it
-            # unread does not reset the connection before the client reads the answer.
+            # Tell the client we are done (the plain socket's shutdown: no TLS close to send),
+            # and take what it is still sending, for a while, so that closing with it unread
+            # does not reset the connection before the client reads the answer.
+            socket.socket.shutdown(self.connection, socket.SHUT_WR)
             deadline, taken = time.monotonic() + 1.0, 0
             while taken < 1 << 20 and (remaining := deadline - time.monotonic()) > 0:
                 self.connection.settimeout(remaining)

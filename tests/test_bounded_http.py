@@ -383,6 +383,15 @@ def test_when_full_the_slowest_head_makes_room_before_any_busy_request(
     assert (samples["evicted"], samples["full"]) == (1, 0)
 
 
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+
+
 def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None:
     """Over TLS, both slots taken by clients trickling their handshake: a new client's
     handshake and request get one of their slots at once."""
@@ -415,7 +424,16 @@ def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None
         ):
             tls.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
             assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
-        assert tricklers[0].recv(1) == b""  # the older, closed to make room
+        # One of them was closed to make room, well before its handshake deadline (10 s).
+        wait_for(lambda: any(map(closed, tricklers)), 5, message="no trickler closed")
+        # The size limit holds over TLS too (16 KiB by default); a slot is free for it.
+        wait_for(lambda: http.connections.open == 1, 5, message="slots not released")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 431 ")
     finally:
         for sock in tricklers:
             sock.close()
@@ -425,4 +443,4 @@ def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None
         for family in http.connections.collect()
         for s in family.samples
     }
-    assert (samples["evicted"], samples["full"]) == (1, 0)
+    assert (samples["evicted"], samples["full"], samples["request_too_large"]) == (1, 0, 1)
