@@ -398,8 +398,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     callback=_positive("web-max-connections"),
     help="HTTP connections open at once (each holds a thread). When full, the connection idle "
-    "or slow the longest is closed to make room; while all are answering requests, a new one "
-    "waits up to 1 s, then is refused (503).",
+    "or slow (to send its request, or to read its answer) the longest is closed to make room; "
+    "while all are rendering answers, a new one waits up to 1 s, then is refused (503).",
 )
 @click.option(
     "--web-header-timeout",

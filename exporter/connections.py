@@ -5,10 +5,11 @@ Every accepted connection needs one of ``--web-max-connections`` slots before it
 (the TLS handshake runs on that thread, so it counts too). When all slots are taken, the accept
 loop closes the connection that is doing least for anyone: first the one that has waited
 longest for a request (idle keep-alive, or connected and silent), then the one that has been
-sending its request head (or TLS handshake) for longest; a connection being answered is never
-closed. So a burst of idle or slow clients cannot starve a scraper that sends its request at
-once. Only when every slot is answering a request does a new connection wait, briefly, and is
-then refused.
+sending its request head (or TLS handshake) for longest, then the one whose client has been
+taking its answer for longest (a client that asks and does not read); a connection whose
+answer is being rendered is never closed. So a crowd of idle or slow clients cannot starve a
+scraper that sends its request at once and reads its answer. Only when every slot is
+rendering an answer does a new connection wait, briefly, and is then refused.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 # Phases of a connection, in the order the cap closes them.
 IDLE = "idle"  # waiting for the first byte of a request
 HEAD = "head"  # TLS handshake or request head under way
-BUSY = "busy"  # a request being answered: never closed to make room
-_EVICTION_ORDER = (IDLE, HEAD)
+BUSY = "busy"  # a request being read or its answer rendered: never closed to make room
+SEND = "send"  # an answer being sent: its client may read slowly, or not at all
+_EVICTION_ORDER = (IDLE, HEAD, SEND)
 
 # Why connections were closed without an answer (label values of the counter, all exported).
 REJECT_REASONS = (
-    "full",  # every slot was answering a request for the whole accept wait
+    "full",  # every slot was rendering an answer for the whole accept wait
     "evicted",  # an idle or slow connection closed to make room for a new one
     "header_timeout",  # the request head (or TLS handshake) did not arrive in time
     "request_too_large",  # request line and headers over --web-max-request-size

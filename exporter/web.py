@@ -8,10 +8,11 @@ TLS context current at that moment, on the connection's own thread and with a de
 client that connects and says nothing holds only its own thread, never the accept loop; and each
 request is checked against the basic auth users current at that moment.
 
-Bounded (exporter/connections.py): at most ``--web-max-connections`` connections hold a thread,
-each must send its request head (and finish its TLS handshake) within ``--web-header-timeout``
-of being accepted or of its first byte on a kept-alive connection, may wait for its next
-request ``--web-idle-timeout``, and may send a head of ``--web-max-request-size`` bytes.
+Bounded (exporter/connections.py): at most ``--web-max-connections`` connections hold a thread
+(idle and slow ones are closed to make room for new ones); each must send its request head
+(and finish its TLS handshake) within ``--web-header-timeout`` of being accepted or of its
+first byte on a kept-alive connection, may wait ``--web-idle-timeout`` for its next request,
+and may send a head of ``--web-max-request-size`` bytes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.connections import BUSY, HEAD, IDLE, Connection, ConnectionTable
+from exporter.connections import BUSY, HEAD, IDLE, SEND, Connection, ConnectionTable
 from exporter.handler_pool import HandlerPool
 from exporter.metrics.exposition import render
 from exporter.webconfig import REALM, WebConfig, WebConfigReloader
@@ -441,6 +442,10 @@ class _Handler(BaseHTTPRequestHandler):
         # not hold its thread and the body (tens of MB at thousands of task names) for ever.
         deadline = time.monotonic() + self.server.write_timeout
         previous = self.connection.gettimeout()
+        # From here the answer waits on the client alone: one that does not read can be closed
+        # to make room (exporter/connections.py), which ends these writes with an error.
+        if not self.server.connections.enter(self._slot, SEND):
+            raise ConnectionAbortedError("closed to make room")
         self._until(deadline)
         self.end_headers()
         if self.command != "HEAD":

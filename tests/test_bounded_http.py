@@ -444,3 +444,51 @@ def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None
         for s in family.samples
     }
     assert (samples["evicted"], samples["full"], samples["request_too_large"]) == (1, 0, 1)
+
+
+def test_clients_that_do_not_read_are_closed_to_make_room(tmp_path: Path) -> None:
+    """Both slots taken by clients that asked for a large /metrics and do not read: a scraper
+    gets the slot of the one that has been taking its answer longest, at once, not after the
+    write deadline."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LargeCollector())
+    http = ExporterHTTPServer(
+        ("127.0.0.1", 0), registry, "redis://127.0.0.1:1/0", lambda: (True, "ok"), max_connections=2
+    )
+    http.start()
+    port = http.server_address[1]
+    stalled = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            stalled.append(sock)
+        wait_for(
+            lambda: http.connections.phases() == ["send", "send"],
+            30,
+            message="answers not being sent",
+        )
+        answer = exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ")  # not 503 after the accept wait
+    finally:
+        for sock in stalled:
+            sock.close()
+        http.stop()
+    samples = {
+        s.labels.get("reason", s.name): s.value
+        for family in http.connections.collect()
+        for s in family.samples
+    }
+    assert (samples["evicted"], samples["full"]) == (1, 0)
+
+
+class LargeCollector:
+    """A 10 MB exposition: more than the kernel buffers of both ends hold (4 MiB each here)."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("large", "A large exposition.", labels=["value"])
+        for i in range(50):
+            family.add_metric([f"{i}-" + "x" * 200_000], 1.0)
+        yield family
