@@ -15,6 +15,7 @@ rendering an answer does a new connection wait, briefly, and is then refused.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -22,12 +23,11 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-# Phases of a connection, in the order the cap closes them.
+# Phases of a connection, in the order the cap closes them (ConnectionTable._victim).
 IDLE = "idle"  # waiting for the first byte of a request
 HEAD = "head"  # TLS handshake or request head under way
 BUSY = "busy"  # a request being read or its answer rendered: never closed to make room
 SEND = "send"  # an answer being sent: its client may read slowly, or not at all
-_EVICTION_ORDER = (IDLE, HEAD, SEND)
 
 # Why connections were closed without an answer (label values of the counter, all exported).
 REJECT_REASONS = (
@@ -36,6 +36,16 @@ REJECT_REASONS = (
     "header_timeout",  # the request head (or TLS handshake) did not arrive in time
     "request_too_large",  # request line and headers over --web-max-request-size
 )
+
+
+def _has_input(sock: socket.socket) -> bool:
+    """Whether the client has sent bytes (or closed) that no thread has read yet."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed, or detached by a TLS wrap
+        return False
 
 
 class Connection:
@@ -80,18 +90,34 @@ class ConnectionTable:
         """Under the lock: shut the socket of the connection to sacrifice first, if any."""
         if any(c.evicted for c in self._open):
             return  # one is already on its way out: its slot is the one to wait for
-        for phase in _EVICTION_ORDER:
-            candidates = [c for c in self._open if c.phase == phase]
+        victim = self._victim()
+        if victim is None:
+            return
+        victim.evicted = True
+        self._rejected["evicted"] += 1
+        # The plain socket's shutdown (also under a TLS socket, whose own shutdown would tear
+        # down its SSL object under the reading thread): the blocked read returns end-of-file
+        # and the thread ends.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(victim.sock, socket.SHUT_RDWR)
+
+    def _victim(self) -> Connection | None:
+        """The idle connection waiting longest, else the slowest head, else the slowest reader.
+
+        An idle connection with bytes already waiting is a client that has sent its request
+        before its thread got to it (a flood of new connections fills the cap within
+        milliseconds on a busy machine): it ranks with the heads.
+        """
+        idle = sorted((c for c in self._open if c.phase == IDLE), key=lambda c: c.since)
+        heads = [c for c in self._open if c.phase == HEAD]
+        for connection in idle:
+            if not _has_input(connection.sock):
+                return connection
+            heads.append(connection)
+        for candidates in (heads, [c for c in self._open if c.phase == SEND]):
             if candidates:
-                victim = min(candidates, key=lambda c: c.since)
-                victim.evicted = True
-                self._rejected["evicted"] += 1
-                # The plain socket's shutdown (also under a TLS socket, whose own shutdown
-                # would tear down its SSL object under the reading thread): the blocked read
-                # returns end-of-file and the thread ends.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(victim.sock, socket.SHUT_RDWR)
-                return
+                return min(candidates, key=lambda c: c.since)
+        return None
 
     def enter(self, connection: Connection, phase: str) -> bool:
         """Move to ``phase``; False if the connection was closed to make room meanwhile."""

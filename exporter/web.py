@@ -104,6 +104,16 @@ def _wait(sock: socket.socket, events: int, deadline: float) -> bool:
     return bool(poller.poll(milliseconds))
 
 
+def _has_input(sock: socket.socket, deadline: float) -> bool:
+    """Whether the client sends something (or closes) before ``deadline``."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # already decrypted, in the TLS socket's buffer
+    try:
+        return _wait(sock, select.POLLIN, deadline)
+    except (OSError, ValueError):
+        return True  # the read that follows says what is wrong
+
+
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -318,6 +328,17 @@ class _Handler(BaseHTTPRequestHandler):
                 if started or self._first:
                     server.connections.count("header_timeout")
                 return None
+            if not started:
+                # Wait for the first byte without taking it: while it sits unread the cap sees
+                # this connection as a request under way, never as idle (connections.py).
+                if not _has_input(sock, until):
+                    continue
+                started = True
+                if not self._first:
+                    head_until = time.monotonic() + server.header_timeout
+                if not server.connections.enter(self._slot, HEAD):
+                    return None
+                continue
             sock.settimeout(until - now)
             try:
                 chunk = sock.recv(READ_CHUNK_BYTES)
@@ -328,12 +349,6 @@ class _Handler(BaseHTTPRequestHandler):
             if not chunk:
                 return None
             buffer += chunk
-            if not started:
-                started = True
-                if not self._first:
-                    head_until = time.monotonic() + server.header_timeout
-                if not server.connections.enter(self._slot, HEAD):
-                    return None
 
     def _too_large(self, start: bytes) -> None:
         """Answer 414 (the request line alone is too long) or 431, then close."""
