@@ -23,6 +23,10 @@ from exporter.settings import (
     DEFAULT_MAX_WORKER_HOSTNAMES,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUNTIME_BUCKETS,
+    DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
+    DEFAULT_WEB_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_WEB_MAX_CONNECTIONS,
+    DEFAULT_WEB_MAX_REQUEST_SIZE,
     DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
     Settings,
     option_scopes,
@@ -388,6 +392,41 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Seconds a client has to read a whole response; a client that does not read is dropped.",
 )
 @click.option(
+    "--web-max-connections",
+    type=int,
+    default=DEFAULT_WEB_MAX_CONNECTIONS,
+    show_default=True,
+    callback=_positive("web-max-connections"),
+    help="HTTP connections open at once (each holds a thread). When full, the connection idle "
+    "or slow (to send its request, or to read its answer) the longest is closed to make room; "
+    "while all are rendering answers, a new one waits up to 1 s, then is refused (503).",
+)
+@click.option(
+    "--web-header-timeout",
+    type=float,
+    default=DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    callback=_positive("web-header-timeout"),
+    help="Seconds a client has to send a whole request head (and complete its TLS handshake), "
+    "from connecting or from the first byte of a later request; then it is closed.",
+)
+@click.option(
+    "--web-idle-timeout",
+    type=float,
+    default=DEFAULT_WEB_IDLE_TIMEOUT_SECONDS,
+    show_default=True,
+    callback=_positive("web-idle-timeout"),
+    help="Seconds a kept-alive connection may wait for its next request.",
+)
+@click.option(
+    "--web-max-request-size",
+    type=int,
+    default=DEFAULT_WEB_MAX_REQUEST_SIZE,
+    show_default=True,
+    callback=_positive("web-max-request-size"),
+    help="Bytes of request line and headers; a larger request head gets 414 or 431.",
+)
+@click.option(
     "--task-worker-label/--no-task-worker-label",
     default=True,
     show_default=True,
@@ -600,6 +639,10 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_exception_classes=options["max_exception_classes"],
         event_time_window_seconds=options["event_time_window"],
         web_write_timeout_seconds=options["web_write_timeout"],
+        web_max_connections=options["web_max_connections"],
+        web_header_timeout_seconds=options["web_header_timeout"],
+        web_idle_timeout_seconds=options["web_idle_timeout"],
+        web_max_request_size=options["web_max_request_size"],
         native_histograms=options["native_histograms"],
         native_histogram_schema=options["native_histogram_schema"],
         native_histogram_classic_buckets=options["native_histogram_classic_buckets"],

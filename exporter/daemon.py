@@ -170,6 +170,10 @@ class Exporter:
                 web_config=self.web_config,
                 page=status_page(self.watches),
                 write_timeout=self.settings.web_write_timeout_seconds,
+                max_connections=self.settings.web_max_connections,
+                header_timeout=self.settings.web_header_timeout_seconds,
+                idle_timeout=self.settings.web_idle_timeout_seconds,
+                max_request_bytes=self.settings.web_max_request_size,
             )
         except OSError as exc:  # in use, not an address of this host, privileged port...
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

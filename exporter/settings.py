@@ -54,6 +54,14 @@ DEFAULT_MAX_EXCEPTION_CLASSES = 500
 DEFAULT_EVENT_TIME_WINDOW_SECONDS = 86400.0
 # Seconds a client has to take a whole response (web.py).
 DEFAULT_WEB_WRITE_TIMEOUT_SECONDS = 30.0
+# The HTTP server's bounds (web.py, connections.py; docs/reliability.md): connections holding a
+# thread; seconds to send a request head; seconds a kept-alive connection may wait for its
+# next request (longer than a 1 min scrape interval, so Prometheus keeps its connection);
+# bytes of request line and headers (Node.js's default).
+DEFAULT_WEB_MAX_CONNECTIONS = 64
+DEFAULT_WEB_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_WEB_IDLE_TIMEOUT_SECONDS = 120.0
+DEFAULT_WEB_MAX_REQUEST_SIZE = 16384
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,10 @@ class Settings:
     # An event whose timestamp is further than this from the exporter's clock is skipped.
     event_time_window_seconds: float = DEFAULT_EVENT_TIME_WINDOW_SECONDS
     web_write_timeout_seconds: float = DEFAULT_WEB_WRITE_TIMEOUT_SECONDS
+    web_max_connections: int = DEFAULT_WEB_MAX_CONNECTIONS
+    web_header_timeout_seconds: float = DEFAULT_WEB_HEADER_TIMEOUT_SECONDS
+    web_idle_timeout_seconds: float = DEFAULT_WEB_IDLE_TIMEOUT_SECONDS
+    web_max_request_size: int = DEFAULT_WEB_MAX_REQUEST_SIZE
     # Several named brokers (NAME, URL), each watched on its own and labelled broker=NAME.
     # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
     # NAME:key, and --queues entries NAME:queue, apply to that broker only.

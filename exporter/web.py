@@ -7,6 +7,12 @@ With ``--web-config-file`` (exporter/webconfig/) each accepted connection is wra
 TLS context current at that moment, on the connection's own thread and with a deadline, so a
 client that connects and says nothing holds only its own thread, never the accept loop; and each
 request is checked against the basic auth users current at that moment.
+
+Bounded (exporter/connections.py): at most ``--web-max-connections`` connections hold a thread
+(idle and slow ones are closed to make room for new ones); each must send its request head
+(and finish its TLS handshake) within ``--web-header-timeout`` of being accepted or of its
+first byte on a kept-alive connection, may wait ``--web-idle-timeout`` for its next request,
+and may send a head of ``--web-max-request-size`` bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import html
+import io
 import logging
+import re
 import select
 import socket
 import ssl
@@ -29,10 +37,15 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.connections import BUSY, HEAD, IDLE, SEND, Connection, ConnectionTable
+from exporter.handler_pool import HandlerPool
 from exporter.metrics.exposition import render
 from exporter.webconfig import REALM, WebConfig, WebConfigReloader
 
 log = logging.getLogger(__name__)
+
+# An admitted connection: (socket, client address, its slot).
+_Job = tuple[socket.socket, Any, Connection]
 
 # Seconds a new connection has to complete its TLS handshake.
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 10.0
@@ -48,6 +61,18 @@ _PLAIN_HTTP_ANSWER = (
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
 _TLS_HANDSHAKE_RECORD = 0x16
+# Seconds a new connection may wait on the accept loop for a slot while every slot is answering
+# a request (idle and slow connections are closed to make room at once).
+ACCEPT_WAIT_SECONDS = 1.0
+# What a plain HTTP client gets when it is refused for want of a slot.
+_FULL_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n"
+)
+# The end of a request head: an empty line (the stdlib's parser also takes a bare LF).
+_HEAD_END = re.compile(rb"\n\r?\n")
+# Bytes read per receive while reading a request head.
+READ_CHUNK_BYTES = 16384
 
 
 def _refuse(sock: socket.socket, plain_http: bool) -> None:
@@ -79,6 +104,16 @@ def _wait(sock: socket.socket, events: int, deadline: float) -> bool:
     return bool(poller.poll(milliseconds))
 
 
+def _has_input(sock: socket.socket, deadline: float) -> bool:
+    """Whether the client sends something (or closes) before ``deadline``."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # already decrypted, in the TLS socket's buffer
+    try:
+        return _wait(sock, select.POLLIN, deadline)
+    except (OSError, ValueError):
+        return True  # the read that follows says what is wrong
+
+
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -93,9 +128,24 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         web_config: WebConfigReloader | None = None,
         page: Callable[[], str] | None = None,
         write_timeout: float = 30.0,
+        max_connections: int = 64,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
+        max_request_bytes: int = 16384,
     ) -> None:
         # Seconds a client has to take a whole response (--web-write-timeout).
         self.write_timeout = write_timeout
+        # Seconds to send a request head (and the TLS handshake before the first one).
+        self.header_timeout = header_timeout
+        # Seconds a kept-alive connection may wait for its next request.
+        self.idle_timeout = idle_timeout
+        # Bytes of request line and headers, at most.
+        self.max_request_bytes = max_request_bytes
+        self.connections = ConnectionTable(max_connections, ACCEPT_WAIT_SECONDS)
+        self._pool = HandlerPool(
+            self._serve, lambda job: self.connections.release(job[2]), max_connections
+        )
+        self._local = threading.local()  # the Connection of the handler's thread
         # An IPv6 literal needs an IPv6 socket.
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -106,13 +156,37 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.web_config = web_config
         self.page = page  # the status page; None: a plain landing page
         self._thread: threading.Thread | None = None
+        registry.register(self.connections)
 
     @property
     def web(self) -> WebConfig | None:
         return None if self.web_config is None else self.web_config.current
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """On the connection's thread: the TLS handshake (if any), then the requests."""
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """On the accept loop: a slot for the connection (see exporter/connections.py), then a
+        thread of the pool; no slot within ACCEPT_WAIT_SECONDS: refused."""
+        connection = self.connections.admit(request)
+        if connection is None:
+            self._refuse_full(request)
+            self.shutdown_request(request)
+            return
+        self._pool.submit((request, client_address, connection))
+
+    def _refuse_full(self, sock: socket.socket) -> None:
+        """Without blocking the accept loop: take what the client sent (so the close does not
+        reset the answer away) and, to a plain HTTP client, say 503."""
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.recv(READ_CHUNK_BYTES)
+            if self.web is None or self.web.ssl_context is None:
+                sock.send(_FULL_ANSWER)
+        log.debug("connection refused: all %d connections busy", self.connections.limit)
+
+    def _serve(self, job: _Job) -> None:
+        """On a thread of the pool: the TLS handshake (if any), then the requests."""
+        request, client_address, connection = job
+        self._local.connection = connection
         web = self.web
         if web is not None and web.ssl_context is not None:
             wrapped = self._handshake(request, web, web.ssl_context, client_address)
@@ -120,24 +194,34 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 self.shutdown_request(request)
                 return
             request = wrapped
-        super().process_request_thread(request, client_address)
+        # Handles the requests, logs what breaks (handle_error), closes the connection.
+        self.process_request_thread(request, client_address)
+
+    def connection(self) -> Connection:
+        """The connection of the calling handler thread."""
+        connection: Connection = self._local.connection
+        return connection
 
     def _handshake(
         self, sock: socket.socket, web: WebConfig, context: ssl.SSLContext, client_address: Any
     ) -> ssl.SSLSocket | None:
         """The TLS socket once the handshake is done within the deadline, else None."""
-        deadline = time.monotonic() + TLS_HANDSHAKE_TIMEOUT_SECONDS
+        connection = self.connection()
+        timeout = min(TLS_HANDSHAKE_TIMEOUT_SECONDS, self.header_timeout)
+        deadline = connection.admitted + timeout
         tls: ssl.SSLSocket | None = None
         try:
-            sock.settimeout(TLS_HANDSHAKE_TIMEOUT_SECONDS)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             first = sock.recv(1, socket.MSG_PEEK)
-            if not first:
+            if not first or not self.connections.enter(connection, HEAD):
                 return None
             if first[0] != _TLS_HANDSHAKE_RECORD:
                 _refuse(sock, plain_http=first.isalpha())  # "GET ...": plain HTTP
                 log.debug("%s: not a TLS client hello; closed", client_address[0])
                 return None
             tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            # The plain socket object is now detached: closing to make room must shut this one.
+            self.connections.rebind(connection, tls)
             # Non-blocking, so the deadline bounds the whole handshake, not each read: a client
             # trickling a byte at a time gets no more than TLS_HANDSHAKE_TIMEOUT_SECONDS.
             tls.setblocking(False)
@@ -151,11 +235,15 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                     ready = _wait(tls, select.POLLOUT, deadline)
                 if not ready:
                     raise TimeoutError("TLS handshake deadline passed")
-            tls.setblocking(True)  # as plain HTTP connections: no deadline once established
+            tls.setblocking(True)  # the request head has its own deadline
             if not web.client_allowed(tls.getpeercert()):
                 raise ssl.SSLError("client certificate names none of client_allowed_sans")
+            if not self.connections.enter(connection, IDLE):  # waits for its request
+                raise ConnectionAbortedError("closed to make room")
             return tls
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            if isinstance(exc, TimeoutError) and not connection.evicted:
+                self.connections.count("header_timeout")
             log.debug("%s: TLS handshake failed: %s", client_address[0], exc)
             if tls is not None:
                 tls.close()
@@ -178,11 +266,115 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+        self._pool.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Each request head is read whole, under its deadline, by _read_head; the stdlib's
+        # parser then reads it from memory (the socket's file would wait per byte, unbounded).
+        self.rfile.close()
+        self.rfile = io.BytesIO()
+        self._slot = self.server.connection()
+        self._pending = b""  # bytes received after the last head (a pipelined request)
+        self._first = True
+
+    def handle_one_request(self) -> None:
+        head = self._read_head()
+        self._first = False
+        if head is None:
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.server.write_timeout)  # error answers of the parser
+        self.rfile = io.BytesIO(head)
+        table = self.server.connections
+        if not table.enter(self._slot, BUSY):
+            self.close_connection = True
+            return
+        try:
+            super().handle_one_request()
+        finally:
+            table.enter(self._slot, IDLE)
+
+    def _read_head(self) -> bytes | None:
+        """The next request head (request line and headers), or None: the connection is to be
+        closed (the client left, was too slow, was closed to make room, or sent too much)."""
+        server, sock = self.server, self.connection
+        limit = server.max_request_bytes
+        buffer, self._pending = self._pending, b""
+        now = time.monotonic()
+        if self._first:  # from the accept: connected and silent is as slow as trickling
+            wait_until = head_until = self._slot.admitted + server.header_timeout
+        else:
+            wait_until, head_until = now + server.idle_timeout, now + server.header_timeout
+        started = bool(buffer)
+        if started and not server.connections.enter(self._slot, HEAD):
+            return None
+        while True:
+            end = _HEAD_END.search(buffer)
+            if end is not None and end.end() <= limit:
+                self._pending = buffer[end.end() :]
+                return buffer[: end.end()]
+            if end is not None or len(buffer) > limit:
+                self._too_large(buffer[:limit])
+                return None
+            now = time.monotonic()
+            until = head_until if started else wait_until
+            if now >= until:
+                if started or self._first:
+                    server.connections.count("header_timeout")
+                return None
+            if not started:
+                # Wait for the first byte without taking it: while it sits unread the cap sees
+                # this connection as a request under way, never as idle (connections.py).
+                if not _has_input(sock, until):
+                    continue
+                started = True
+                if not self._first:
+                    head_until = time.monotonic() + server.header_timeout
+                if not server.connections.enter(self._slot, HEAD):
+                    return None
+                continue
+            sock.settimeout(until - now)
+            try:
+                chunk = sock.recv(READ_CHUNK_BYTES)
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buffer += chunk
+
+    def _too_large(self, start: bytes) -> None:
+        """Answer 414 (the request line alone is too long) or 431, then close."""
+        self.server.connections.count("request_too_large")
+        if b"\n" in start:
+            status, body = "431 Request Header Fields Too Large", b"request headers too large\n"
+        else:
+            status, body = "414 URI Too Long", b"request line too long\n"
+        answer = (
+            f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(1.0)
+            self.connection.sendall(answer)
+            # Tell the client we are done (the plain socket's shutdown: no TLS close to send),
+            # and take what it is still sending, for a while, so that closing with it unread
+            # does not reset the connection before the client reads the answer.
+            socket.socket.shutdown(self.connection, socket.SHUT_WR)
+            deadline, taken = time.monotonic() + 1.0, 0
+            while taken < 1 << 20 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                taken += len(chunk)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -265,6 +457,10 @@ class _Handler(BaseHTTPRequestHandler):
         # not hold its thread and the body (tens of MB at thousands of task names) for ever.
         deadline = time.monotonic() + self.server.write_timeout
         previous = self.connection.gettimeout()
+        # From here the answer waits on the client alone: one that does not read can be closed
+        # to make room (exporter/connections.py), which ends these writes with an error.
+        if not self.server.connections.enter(self._slot, SEND):
+            raise ConnectionAbortedError("closed to make room")
         self._until(deadline)
         self.end_headers()
         if self.command != "HEAD":

@@ -66,6 +66,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--max-exception-classes", "-1"], "--max-exception-classes"),
         (["--event-time-window", "0"], "--event-time-window"),
         (["--web-write-timeout", "0"], "--web-write-timeout"),
+        (["--web-max-connections", "0"], "--web-max-connections"),
+        (["--web-header-timeout", "-1"], "--web-header-timeout"),
+        (["--web-idle-timeout", "0"], "--web-idle-timeout"),
+        (["--web-max-request-size", "big"], "--web-max-request-size"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_exit_2(args: list[str], flag: str) -> None:
@@ -136,6 +140,13 @@ def test_defaults() -> None:
         settings.event_time_window_seconds,
         settings.web_write_timeout_seconds,
     ) == (1000, 2000, 500, 86400.0, 30.0)
+    # The HTTP server's bounds (docs/reliability.md, "Timeouts").
+    assert (
+        settings.web_max_connections,
+        settings.web_header_timeout_seconds,
+        settings.web_idle_timeout_seconds,
+        settings.web_max_request_size,
+    ) == (64, 10.0, 120.0, 16384)
 
 
 def test_every_option_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
