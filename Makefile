@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-packages test test-image lint lock demo bench bench-soak clean
+.PHONY: help venv system-packages test test-image lint lock demo bench bench-soak clean mixin
 
 help:
 	@echo "make demo   - throwaway Redis + demo worker + traffic + exporter, prints the URL"
 	@echo "make test   - install what is missing, then lint and the full test suite"
 	@echo "make lint   - ruff and mypy"
+	@echo "make mixin  - render mixin/ into alerts/*.yml, grafana/dashboards/ and deploy/kubernetes/"
 	@echo "make bench  - benchmarks: ingestion, rate matrix, /metrics, memory (bench/RESULTS.md)"
 	@echo "make bench-soak - one-hour soak (SOAK_MINUTES=60)"
 	@echo "make test-image - build the container image with buildah and run it (root)"
@@ -26,7 +27,7 @@ system-packages:
 	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench deploy grafana
+	$(BIN)/ruff check exporter tests bench deploy grafana mixin
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 
@@ -37,6 +38,11 @@ test: venv system-packages lint
 test-image: venv
 	bash tests/setup/system-packages.sh redis-server buildah debootstrap
 	$(BIN)/pytest -q tests/image
+
+# The mixin is the source of the rules and dashboards; the Kubernetes manifests embed them.
+mixin: venv
+	$(BIN)/python mixin/render.py
+	$(BIN)/python deploy/kubernetes/generate.py
 
 lock: venv
 	$(BIN)/python deploy/lock_requirements.py
