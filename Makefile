@@ -27,7 +27,7 @@ system-packages:
 	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench deploy grafana mixin
+	$(BIN)/ruff check exporter tests bench deploy mixin
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 

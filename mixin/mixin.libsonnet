@@ -5,3 +5,4 @@
 + (import 'alerts.libsonnet')
 + (import 'deprecated-names.libsonnet')
 + (import 'migration-danihodovic.libsonnet')
++ (import 'dashboards/dashboards.libsonnet')

@@ -65,6 +65,18 @@ def evaluate(config: str = "{}") -> dict[str, Any]:
     return result
 
 
+def dashboard_lib(name: str, *args: Any) -> Any:
+    """A field of the dashboards' vocabulary (mixin/dashboards/lib.libsonnet) with the default
+    _config, or the result of calling it with ``args`` (JSON values): tests evaluate the
+    shared expressions (``quantile``, ``mean``) on their own."""
+    call = f"({', '.join(json.dumps(a) for a in args)})" if args else ""
+    snippet = (
+        "local m = import 'mixin.libsonnet';\n"
+        f"(import 'dashboards/lib.libsonnet')(m._config).{name}{call}"
+    )
+    return json.loads(_jsonnet.evaluate_snippet("lib", snippet, jpathdir=str(MIXIN)))
+
+
 def _ordered(mapping: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
     keys = [k for k in order if k in mapping] + sorted(k for k in mapping if k not in order)
     return {k: mapping[k] for k in keys}

@@ -7,6 +7,7 @@ is valid for promtool and its alerts fire, for the right job only, on a real Pro
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,13 +17,12 @@ from pathlib import Path
 import yaml
 
 from tests.support.exporter import REPO_ROOT, ExporterProcess
+from tests.support.mixin import RENDER_PY
+from tests.support.mixin import mixin_render as render
 from tests.support.prometheus import PrometheusServer
 from tests.support.waiting import wait_for
 from tests.support.workers import Producer
 from tests.test_alert_rules import promtool
-
-sys.path.insert(0, str(REPO_ROOT / "mixin"))
-import render  # mixin/render.py, not a package
 
 PROD = 'job="celery-prod"'
 # Another job selector, a lower backlog threshold, and every `for:` at 1s (end to end).
@@ -45,7 +45,7 @@ def test_rendered_files_are_the_committed_ones() -> None:
 
 def rendered_rules(tmp_path: Path, config: str) -> Path:
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "mixin" / "render.py"), "--config", config,
+        [sys.executable, str(RENDER_PY), "--config", config,
          "--out", str(tmp_path)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
@@ -71,6 +71,16 @@ def test_custom_config_selects_every_series_and_passes_promtool(tmp_path: Path) 
         [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # The dashboards' queries and variables select the job too.
+    queries = [
+        q
+        for path in sorted((tmp_path / "grafana" / "dashboards").glob("*.json"))
+        for q in re.findall(r'"(?:expr|definition)": "((?:[^"\\]|\\.)*)"', path.read_text())
+    ]
+    assert len(queries) > 100
+    for query in queries:
+        for match in METRIC.finditer(json.loads(f'"{query}"')):
+            assert match.group(2) and PROD in match.group(2), (query, match.group(0))
 
 
 def firing(prometheus: PrometheusServer, rule_file: Path, alert: str) -> str:
