@@ -13,8 +13,10 @@
     sel: if self.celerySelector == '' then '' else '{%s}' % self.celerySelector,
     matchers: if self.celerySelector == '' then '' else ', ' + self.celerySelector,
 
-    // Where docs/runbook.md is published: each alert's runbook_url is this + '#alertname'.
-    runbookURLBase: 'docs/runbook.md',
+    // Where docs/runbook.md is published: each alert's runbook_url is this + '#alertname' (an
+    // absolute URL, so that Alertmanager's and Grafana's links open). Point it at your copy
+    // if you keep your own runbook.
+    runbookURLBase: 'https://github.com/celery-metrics-exporter/celery-metrics-exporter/blob/main/docs/runbook.md',
 
     // Thresholds (docs/runbook.md says how to tune each one). Fractions are strings so that
     // they render as written (jsonnet prints 0.05 as 0.050000000000000003); numbers work too.

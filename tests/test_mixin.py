@@ -28,6 +28,7 @@ PROD = 'job="celery-prod"'
 # Another job selector, a lower backlog threshold, and every `for:` at 1s (end to end).
 CUSTOM = (
     "{ jobSelector: 'job=\"celery-prod\"', queueBacklogHighMessages: 3,"
+    "  runbookURLBase: 'https://wiki.example.com/celery',"
     "  alertFor: std.mapWithKey(function(k, v) '1s', super.alertFor) }"
 )
 # A celery_* metric name in an expression, and what follows it.
@@ -67,6 +68,10 @@ def test_custom_config_selects_every_series_and_passes_promtool(tmp_path: Path) 
     )
     assert backlog["expr"].startswith(f"celery_queue_messages{{{PROD}}} > 3\n")
     assert backlog["for"] == "1s"
+    assert (
+        backlog["annotations"]["runbook_url"]
+        == "https://wiki.example.com/celery#celeryqueuebackloghigh"
+    )
     result = subprocess.run(
         [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
