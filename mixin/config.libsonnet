@@ -60,6 +60,12 @@
       CeleryEventLagHigh: '5m',
     },
 
+    // Autoscaling (celery.autoscaling recording rules, docs/autoscaling.md): the pool size
+    // assumed for a queue no live worker consumes (your workers' --concurrency), and the
+    // fewest workers celery:queue_desired_workers asks for.
+    autoscalingWorkerConcurrency: 4,
+    autoscalingMinWorkers: 1,
+
     // Dashboards.
     dashboardTags: ['celery'],
     dashboardRefresh: '30s',
