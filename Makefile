@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-packages:
-	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager node-typescript
 
 lint: venv
 	$(BIN)/ruff check exporter tests bench deploy mixin

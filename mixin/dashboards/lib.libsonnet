@@ -318,13 +318,14 @@ function(cfg) {
     task: ['Task', g.sel('celery_task_received_total'), 'name', 'Task names workers received.'],
   },
 
+  // Only fields of Grafana's dashboard schema (tests/test_grafana_schema.py): no `definition`
+  // (the editor's display copy of the query) and no empty `current` on the data source.
   variables(names): [{
     name: 'datasource',
     label: 'Data source',
     description: 'The Prometheus that scrapes celery-metrics-exporter.',
     type: 'datasource',
     query: 'prometheus',
-    current: {},
     hide: 0,
     includeAll: false,
     multi: false,
@@ -341,7 +342,6 @@ function(cfg) {
       description: v[3],
       type: 'query',
       datasource: g.DS,
-      definition: query,
       query: { query: query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
       refresh: 2,
       regex: '',
@@ -384,6 +384,7 @@ function(cfg) {
       tags: cfg.dashboardTags,
       targetBlank: false,
       title: 'Celery dashboards',
+      tooltip: '',
       type: 'dashboards',
     }],
     panels: g.layout(sections),
