@@ -125,3 +125,30 @@ def test_custom_config_alerts_fire_end_to_end_for_its_job_only(
         )  # fmt: skip
         for alert in ("CeleryQueueBacklogHigh", "CeleryBacklogNoWorkers"):
             assert firing(prometheus, other_rules, alert) == "inactive"
+
+
+def test_readme_vendoring_example_renders(tmp_path: Path) -> None:
+    """The README's jsonnet, with the mixin where `jb install` puts it (vendor/<repo path>)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    (example,) = re.findall(r"```jsonnet\n(.*?)```", readme, flags=re.S)
+    assert (
+        "jb install github.com/celery-metrics-exporter/celery-metrics-exporter/mixin@main" in readme
+    )
+    vendored = (
+        tmp_path / "vendor" / "github.com" / "celery-metrics-exporter" / "celery-metrics-exporter"
+    )
+    vendored.mkdir(parents=True)
+    (vendored / "mixin").symlink_to(REPO_ROOT / "mixin")
+    (tmp_path / "celery.jsonnet").write_text(example)
+    files = json.loads(
+        render._jsonnet.evaluate_file(
+            str(tmp_path / "celery.jsonnet"), jpathdir=str(tmp_path / "vendor")
+        )
+    )
+    dashboards = sorted(p.name for p in (REPO_ROOT / "grafana" / "dashboards").glob("*.json"))
+    assert sorted(files) == [*dashboards, "celery.rules.yml"]
+    rules = yaml.safe_load(files["celery.rules.yml"])
+    alerts = {r.get("alert"): r for g in rules["groups"] for r in g["rules"]}
+    backlog = alerts["CeleryQueueBacklogHigh"]
+    assert backlog["expr"].startswith('celery_queue_messages{job="celery-prod"} > 500')
+    assert backlog["for"] == "15m"
