@@ -22,7 +22,7 @@ RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && pip install --no-deps --only-binary=:all: -r requirements.lock \
     && pip install --no-deps --only-binary=:all: -r requirements-build.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 # --no-build-isolation: build with the pinned setuptools above, nothing fetched unpinned.
 RUN pip install --no-deps --no-build-isolation . \

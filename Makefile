@@ -4,15 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-packages test test-image lint lock demo bench bench-soak clean
+.PHONY: help venv system-packages test test-image lint lock demo bench bench-soak clean mixin release
 
 help:
 	@echo "make demo   - throwaway Redis + demo worker + traffic + exporter, prints the URL"
 	@echo "make test   - install what is missing, then lint and the full test suite"
 	@echo "make lint   - ruff and mypy"
+	@echo "make mixin  - render mixin/ into alerts/*.yml, grafana/dashboards/ and deploy/kubernetes/"
 	@echo "make bench  - benchmarks: ingestion, rate matrix, /metrics, memory (bench/RESULTS.md)"
 	@echo "make bench-soak - one-hour soak (SOAK_MINUTES=60)"
 	@echo "make test-image - build the container image with buildah and run it (root)"
+	@echo "make release - build and check the wheel + sdist, print the tag/upload/image steps"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +25,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-packages:
-	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager
+	bash tests/setup/system-packages.sh redis-server rabbitmq-server openssl prometheus kubernetes-client chromium prometheus-alertmanager node-typescript
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench deploy grafana
+	$(BIN)/ruff check exporter tests bench deploy mixin
 	$(BIN)/ruff format --check exporter tests
 	$(BIN)/mypy
 
@@ -37,6 +39,28 @@ test: venv system-packages lint
 test-image: venv
 	bash tests/setup/system-packages.sh redis-server buildah debootstrap
 	$(BIN)/pytest -q tests/image
+
+# The mixin is the source of the rules and dashboards; the Kubernetes manifests embed them.
+mixin: venv
+	$(BIN)/python mixin/render.py
+	$(BIN)/python deploy/kubernetes/generate.py
+
+# The version is written once, in exporter/__init__.py.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' exporter/__init__.py)
+IMAGE ?= ghcr.io/celery-metrics-exporter/celery-metrics-exporter
+
+# Builds and checks the release; publishes nothing: the steps that do are printed.
+release: venv
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	@echo
+	@echo "Built celery-metrics-exporter $(VERSION) in dist/ (twine check passed). To publish:"
+	@echo "  1. CHANGELOG.md: rename 'Unreleased' to '$(VERSION)'; commit."
+	@echo "  2. git tag -a v$(VERSION) -m 'celery-metrics-exporter $(VERSION)' && git push origin v$(VERSION)"
+	@echo "  3. $(BIN)/twine upload dist/*"
+	@echo "  4. docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) \\"
+	@echo "       --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE):$(VERSION) . && docker push $(IMAGE):$(VERSION)"
 
 lock: venv
 	$(BIN)/python deploy/lock_requirements.py

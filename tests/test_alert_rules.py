@@ -13,6 +13,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "alerts").glob("*.yml"))
 RULE_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.test.yml"))
+# The published docs/runbook.md (the mixin's default _config.runbookURLBase).
+REPO_URL = "https://github.com/celery-metrics-exporter/celery-metrics-exporter"
+RUNBOOK_URL = f"{REPO_URL}/blob/main/docs/runbook.md"
 
 
 def promtool() -> str:
@@ -66,6 +69,26 @@ def test_every_alert_is_unit_tested_documented_and_complete() -> None:
         assert isinstance(labels, dict) and isinstance(annotations, dict)
         assert labels.get("severity") in {"critical", "warning", "info"}, name
         assert annotations.get("summary") and annotations.get("description"), name
-        assert annotations.get("runbook_url") == f"docs/runbook.md#{name.lower()}", name
+        assert annotations.get("runbook_url") == f"{RUNBOOK_URL}#{name.lower()}", name
         assert name in anchors, f"{name} has no '## {name}' section in docs/runbook.md"
         assert name in tested, f"{name} has no promtool test that expects it to fire"
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The fragment GitHub gives each heading: lower case, punctuation dropped, spaces as -."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", markdown, flags=re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(anchor)
+    return anchors
+
+
+def test_every_runbook_url_opens_an_existing_section() -> None:
+    urls = [str(rule["annotations"]["runbook_url"]) for rule in alerts()]  # type: ignore[index]
+    assert urls
+    for url in urls:
+        assert url.startswith(f"{REPO_URL}/blob/main/"), url
+        path, _, fragment = url.removeprefix(f"{REPO_URL}/blob/main/").partition("#")
+        target = ROOT / path
+        assert target.is_file(), url
+        assert fragment in github_anchors(target.read_text()), url

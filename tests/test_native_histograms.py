@@ -6,7 +6,6 @@ quantiles agree with the classic ones within the schema's resolution.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from exporter.settings import Settings
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, parse_samples
 from tests.support.metrics_proto import decode, native_buckets
+from tests.support.mixin import mixin_render
 from tests.support.prometheus import PrometheusServer
 from tests.support.publish import publish_raw_events
 from tests.support.waiting import wait_for
@@ -368,14 +368,23 @@ def _publish(broker_url: str, events: list[dict[str, Any]]) -> None:
     publish_raw_events(broker_url, bodies)
 
 
-def _dashboard_expressions() -> Any:
-    """grafana/generate.py, loaded from its path (grafana/ is no package)."""
-    path = REPO_ROOT / "grafana" / "generate.py"
-    spec = importlib.util.spec_from_file_location("grafana_generate", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class _DashboardExpressions:
+    """The dashboards' shared expressions, from the mixin (mixin/dashboards/lib.libsonnet)."""
+
+    R = "$__rate_interval"
+
+    @staticmethod
+    def quantile(q: float, histogram: str, filters: str, by: str = "") -> str:
+        return str(mixin_render.dashboard_lib("quantile", q, histogram, filters, by))
+
+    @staticmethod
+    def mean(histogram: str, filters: str, by: str) -> str:
+        return str(mixin_render.dashboard_lib("mean", histogram, filters, by))
+
+
+def _dashboard_expressions() -> _DashboardExpressions:
+    assert mixin_render.dashboard_lib("R") == _DashboardExpressions.R
+    return _DashboardExpressions()
 
 
 def test_prometheus_stores_one_series_per_native_histogram_and_agrees_on_quantiles(

@@ -8,9 +8,10 @@
   object well below the 256 KiB that ``kubectl apply`` (client side) can store in its
   last-applied annotation.
 
-Never edit those files by hand: change the sources and run ``python3 deploy/kubernetes/generate.py``
-(standard library and PyYAML only). ``--check`` exits 1, naming the stale files, when the
-committed files differ from what this script writes.
+Never edit those files by hand: change the sources (the mixin, ``mixin/``, renders ``alerts/``
+and ``grafana/dashboards/``) and run ``make mixin``, which runs this script after the mixin's
+renderer (this one needs the standard library and PyYAML only). ``--check`` exits 1, naming
+the stale files, when the committed files differ from what this script writes.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import __version__
 from tests.image.conftest import TIMINGS, Buildah
 from tests.support.ports import free_port
 from tests.support.servers import RedisServer
@@ -78,6 +79,7 @@ def test_image_config(buildah: Buildah, image: str) -> None:
     labels = config["Labels"]
     for key in OCI_LABELS:
         assert labels.get(f"org.opencontainers.image.{key}"), (key, labels)
+    assert labels["org.opencontainers.image.version"] == __version__
     assert "PATH=/opt/venv/bin:" in " ".join(config["Env"])
 
 

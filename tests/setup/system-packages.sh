@@ -6,7 +6,7 @@ set -euo pipefail
 want=("$@")
 [ ${#want[@]} -gt 0 ] || want=(redis-server rabbitmq-server)
 
-declare -A binary=([redis-server]=redis-server [rabbitmq-server]=rabbitmq-server [prometheus]=promtool [kubernetes-client]=kubectl [prometheus-alertmanager]=prometheus-alertmanager)
+declare -A binary=([redis-server]=redis-server [rabbitmq-server]=rabbitmq-server [prometheus]=promtool [kubernetes-client]=kubectl [prometheus-alertmanager]=prometheus-alertmanager [node-typescript]=tsc)
 missing=()
 for pkg in "${want[@]}"; do
   command -v "${binary[$pkg]:-$pkg}" >/dev/null 2>&1 || [ -x "/usr/sbin/${binary[$pkg]:-$pkg}" ] || missing+=("$pkg")

@@ -1,0 +1,54 @@
+// Optional rule groups: danihodovic/celery-exporter names re-created from ours (alerts/migration-danihodovic.rules.yml).
+// Not part of prometheusRules: load them only while you need them.
+{
+  local cfg = $._config,
+
+  migrationDanihodovicRules+:: {
+    groups+: [
+    {
+      name: "celery.migration.danihodovic",
+      rules: [
+        {
+          record: "celery_worker_tasks_active",
+          expr: "celery_worker_active_tasks%(sel)s" % cfg,
+        },
+        {
+          record: "celery_queue_length",
+          expr: "celery_queue_messages%(sel)s" % cfg,
+        },
+        {
+          record: "celery_active_consumer_count",
+          expr: "celery_queue_broker_consumers%(sel)s" % cfg,
+        },
+        {
+          record: "celery_active_worker_count",
+          expr: "celery_queue_worker_consumers%(sel)s" % cfg,
+        },
+        {
+          record: "celery_active_process_count",
+          expr: |||
+            sum by (instance, job, queue_name) (
+              celery_worker_queue_info%(sel)s
+                * on (instance, job, hostname) group_left celery_worker_pool_processes%(sel)s
+            )
+          ||| % cfg,
+        },
+        // Theirs observes successful runs only, labelled name/hostname/queue_name; ours has no
+        // hostname on histograms (series bound) and a state label.
+        {
+          record: "celery_task_runtime_bucket",
+          expr: "sum without (state) (celery_task_runtime_seconds_bucket{state=\"succeeded\"%(matchers)s})" % cfg,
+        },
+        {
+          record: "celery_task_runtime_sum",
+          expr: "sum without (state) (celery_task_runtime_seconds_sum{state=\"succeeded\"%(matchers)s})" % cfg,
+        },
+        {
+          record: "celery_task_runtime_count",
+          expr: "sum without (state) (celery_task_runtime_seconds_count{state=\"succeeded\"%(matchers)s})" % cfg,
+        },
+      ],
+    },
+    ],
+  },
+}
