@@ -13,9 +13,9 @@
         {
           alert: "CeleryBacklogNoWorkers",
           expr: |||
-            sum by (broker) (celery_queue_messages%(sel)s) > 0
-              and on (broker) (celery_workers_online%(sel)s == 0)
-              unless on (broker) celery:broker_down:max5m
+            sum by (%(cluster)sbroker) (celery_queue_messages%(sel)s) > 0
+              and on (%(cluster)sbroker) (celery_workers_online%(sel)s == 0)
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryBacklogNoWorkers,
           labels: {
@@ -31,10 +31,10 @@
           alert: "CeleryQueueNoConsumer",
           expr: |||
             celery_queue_messages%(sel)s > 0
-              unless on (broker, queue_name) (
+              unless on (%(cluster)sbroker, queue_name) (
                 celery_queue_worker_consumers%(sel)s > 0 or celery_queue_broker_consumers%(sel)s > 0
               )
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueNoConsumer,
           labels: {
@@ -50,7 +50,7 @@
           alert: "CeleryQueueBacklogHigh",
           expr: |||
             celery_queue_messages%(sel)s > %(queueBacklogHighMessages)s
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueBacklogHigh,
           labels: {
@@ -66,9 +66,9 @@
           alert: "CeleryQueueNotDraining",
           expr: |||
             (celery_queue_messages%(sel)s > 0)
-              and on (broker, queue_name) (delta(celery_queue_messages%(sel)s[5m]) >= 0)
-              unless on (broker, queue_name) (celery:queue_completed:rate5m > 0)
-              unless on (broker) celery:broker_down:max5m
+              and on (%(cluster)sbroker, queue_name) (delta(celery_queue_messages%(sel)s[5m]) >= 0)
+              unless on (%(cluster)sbroker, queue_name) (celery:queue_completed:rate5m > 0)
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueNotDraining,
           labels: {
@@ -84,7 +84,7 @@
           alert: "CeleryQueueOldestMessageTooOld",
           expr: |||
             celery_queue_oldest_message_age_seconds%(sel)s > %(oldestMessageAgeSeconds)s
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueOldestMessageTooOld,
           labels: {
@@ -101,7 +101,7 @@
           alert: "CeleryWorkerFlapping",
           expr: |||
             increase(celery_worker_online_total%(sel)s[%(workerFlappingWindow)s]) >= %(workerFlappingOnlines)s
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           labels: {
             severity: "warning",
@@ -116,8 +116,8 @@
           alert: "CeleryWorkerLost",
           expr: |||
             (celery_worker_up%(sel)s == 0)
-              unless on (broker, hostname) (increase(celery_worker_offline_total%(sel)s[1h]) > 0)
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker, hostname) (increase(celery_worker_offline_total%(sel)s[1h]) > 0)
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryWorkerLost,
           labels: {
@@ -133,7 +133,7 @@
           alert: "CeleryAllWorkersGone",
           expr: |||
             celery_workers_online%(sel)s == 0 and max_over_time(celery_workers_online%(sel)s[1h]) > 0
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryAllWorkersGone,
           labels: {
@@ -162,7 +162,7 @@
           alert: "CeleryWorkerEventsDisabled",
           expr: |||
             celery_worker_task_events_enabled%(sel)s == 0
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryWorkerEventsDisabled,
           labels: {
@@ -179,7 +179,7 @@
           alert: "CeleryTaskFailureRatioHigh",
           expr: |||
             celery:task_failure_ratio:rate5m > %(taskFailureRatio)s
-              and on (broker, name) celery:task_completed_by_name:rate5m > %(taskFailureMinCompletedPerSecond)s
+              and on (%(cluster)sbroker, name) celery:task_completed_by_name:rate5m > %(taskFailureMinCompletedPerSecond)s
           ||| % cfg,
           'for': cfg.alertFor.CeleryTaskFailureRatioHigh,
           labels: {
@@ -195,7 +195,7 @@
           alert: "CeleryTaskRetriesSurging",
           expr: |||
             celery:task_retry_ratio:rate5m > %(taskRetryRatio)s
-              and on (broker, name) sum by (broker, name) (rate(celery_task_retried_total%(sel)s[5m])) > %(taskRetryMinPerSecond)s
+              and on (%(cluster)sbroker, name) sum by (%(cluster)sbroker, name) (rate(celery_task_retried_total%(sel)s[5m])) > %(taskRetryMinPerSecond)s
           ||| % cfg,
           'for': cfg.alertFor.CeleryTaskRetriesSurging,
           labels: {
@@ -231,11 +231,11 @@
           expr: |||
             (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
               > %(periodicMissedIntervals)s * celery_task_arrival_interval_seconds%(sel)s
-            and on (broker, name) celery_task_senders%(sel)s == 1
-            and on (broker, name) celery_task_arrival_regular%(sel)s == 1
-            and on (broker, name) celery_task_arrival_interval_seconds%(sel)s <= %(periodicMaxIntervalSeconds)s
-            unless on (broker, name) celery_beat_schedule_interval_seconds%(sel)s
-            unless on (broker) celery:broker_down:max5m
+            and on (%(cluster)sbroker, name) celery_task_senders%(sel)s == 1
+            and on (%(cluster)sbroker, name) celery_task_arrival_regular%(sel)s == 1
+            and on (%(cluster)sbroker, name) celery_task_arrival_interval_seconds%(sel)s <= %(periodicMaxIntervalSeconds)s
+            unless on (%(cluster)sbroker, name) celery_beat_schedule_interval_seconds%(sel)s
+            unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryPeriodicTaskMissed,
           labels: {
@@ -253,8 +253,8 @@
           alert: "CeleryScheduledTaskMissed",
           expr: |||
             (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
-              > on (broker, name) group_left %(scheduledMissedIntervals)s * max by (broker, name) (celery_beat_schedule_interval_seconds%(sel)s)
-              unless on (broker) celery:broker_down:max5m
+              > on (%(cluster)sbroker, name) group_left %(scheduledMissedIntervals)s * max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryScheduledTaskMissed,
           labels: {
@@ -269,11 +269,11 @@
         {
           alert: "CeleryBeatRunningTwice",
           expr: |||
-            max by (broker, name) (celery_task_arrival_interval_seconds%(sel)s)
-              < on (broker, name) %(beatTwiceIntervalRatio)s * max by (broker, name) (celery_beat_schedule_interval_seconds%(sel)s)
-            or on (broker, name) (
+            max by (%(cluster)sbroker, name) (celery_task_arrival_interval_seconds%(sel)s)
+              < on (%(cluster)sbroker, name) %(beatTwiceIntervalRatio)s * max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
+            or on (%(cluster)sbroker, name) (
               celery_task_senders%(sel)s > 1
-                and on (broker, name) max by (broker, name) (celery_beat_schedule_interval_seconds%(sel)s)
+                and on (%(cluster)sbroker, name) max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
             )
           ||| % cfg,
           'for': cfg.alertFor.CeleryBeatRunningTwice,
@@ -304,7 +304,7 @@
           alert: "CeleryQueueSamplingFailing",
           expr: |||
             celery_exporter_source_up%(sel)s == 0
-              unless on (broker) celery:broker_down:max5m
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueSamplingFailing,
           labels: {

@@ -20,11 +20,11 @@
           {
             record: 'celery:queue_load',
             expr: |||
-              sum by (broker, queue_name) (
+              sum by (%(cluster)sbroker, queue_name) (
                 celery_queue_messages%(sel)s
                   or label_replace(celery_queue_worker_reserved_tasks%(sel)s, "count", "reserved", "", "")
                   or celery_worker_busy_processes%(sel)s
-                    * on (broker, hostname) group_right celery_worker_queue_info%(sel)s
+                    * on (%(cluster)sbroker, hostname) group_right celery_worker_queue_info%(sel)s
               )
             ||| % cfg,
           },
@@ -33,10 +33,10 @@
           {
             record: 'celery:queue_worker_capacity',
             expr: |||
-              max by (broker, queue_name) (
+              max by (%(cluster)sbroker, queue_name) (
                 celery_worker_queue_info%(sel)s
-                  * on (broker, hostname) group_left celery_worker_pool_processes%(sel)s
-                  and on (broker, hostname) celery_worker_up%(sel)s == 1
+                  * on (%(cluster)sbroker, hostname) group_left celery_worker_pool_processes%(sel)s
+                  and on (%(cluster)sbroker, hostname) celery_worker_up%(sel)s == 1
               ) > 0
             ||| % cfg,
           },
@@ -49,9 +49,9 @@
               clamp_min(
                 ceil(
                   celery:queue_load
-                    / on (broker, queue_name) (
+                    / on (%(cluster)sbroker, queue_name) (
                       celery:queue_worker_capacity
-                        or on (broker, queue_name) (0 * celery:queue_load + %(autoscalingWorkerConcurrency)s)
+                        or on (%(cluster)sbroker, queue_name) (0 * celery:queue_load + %(autoscalingWorkerConcurrency)s)
                     )
                 ),
                 %(autoscalingMinWorkers)s

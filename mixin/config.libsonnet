@@ -13,6 +13,14 @@
     sel: if self.celerySelector == '' then '' else '{%s}' % self.celerySelector,
     matchers: if self.celerySelector == '' then '' else ', ' + self.celerySelector,
 
+    // The labels that tell one exporter from another when one Prometheus scrapes several
+    // (one exporter per broker or cluster, as docs/scaling.md recommends). Every aggregation
+    // and join of the rules keeps them beside `broker`, so that two unlabelled exporters'
+    // queues, workers and outages are never mixed: a broker outage seen by one exporter
+    // never holds back the alerts of another. Empty: `broker` alone tells them apart.
+    clusterLabels: ['job', 'instance'],
+    cluster: std.join('', [l + ', ' for l in self.clusterLabels]),
+
     // Where docs/runbook.md is published: each alert's runbook_url is this + '#alertname' (an
     // absolute URL, so that Alertmanager's and Grafana's links open). Point it at your copy
     // if you keep your own runbook.

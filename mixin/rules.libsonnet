@@ -10,67 +10,68 @@
       rules: [
         {
           record: "celery:task_succeeded:rate5m",
-          expr: "sum by (broker, name, queue_name) (rate(celery_task_succeeded_total%(sel)s[5m]))" % cfg,
+          expr: "sum by (%(cluster)sbroker, name, queue_name) (rate(celery_task_succeeded_total%(sel)s[5m]))" % cfg,
         },
         {
           record: "celery:task_failed:rate5m",
-          expr: "sum by (broker, name, queue_name) (rate(celery_task_failed_total%(sel)s[5m]))" % cfg,
+          expr: "sum by (%(cluster)sbroker, name, queue_name) (rate(celery_task_failed_total%(sel)s[5m]))" % cfg,
         },
         {
           record: "celery:task_completed_by_name:rate5m",
-          expr: "sum by (broker, name) (rate({__name__=~\"celery_task_(succeeded|failed)_total\"%(matchers)s}[5m]))" % cfg,
+          expr: "sum by (%(cluster)sbroker, name) (rate({__name__=~\"celery_task_(succeeded|failed)_total\"%(matchers)s}[5m]))" % cfg,
         },
         {
           record: "celery:task_failure_ratio:rate5m",
           expr: |||
-            sum by (broker, name) (rate(celery_task_failed_total%(sel)s[5m]))
-              / sum by (broker, name) (rate({__name__=~"celery_task_(succeeded|failed)_total"%(matchers)s}[5m]))
+            sum by (%(cluster)sbroker, name) (rate(celery_task_failed_total%(sel)s[5m]))
+              / sum by (%(cluster)sbroker, name) (rate({__name__=~"celery_task_(succeeded|failed)_total"%(matchers)s}[5m]))
           ||| % cfg,
         },
         {
           record: "celery:task_retry_ratio:rate5m",
           expr: |||
-            sum by (broker, name) (rate(celery_task_retried_total%(sel)s[5m]))
-              / sum by (broker, name) (rate(celery_task_received_total%(sel)s[5m]))
+            sum by (%(cluster)sbroker, name) (rate(celery_task_retried_total%(sel)s[5m]))
+              / sum by (%(cluster)sbroker, name) (rate(celery_task_received_total%(sel)s[5m]))
           ||| % cfg,
         },
         {
           record: "celery:queue_completed:rate5m",
-          expr: "sum by (broker, queue_name) (rate({__name__=~\"celery_task_(succeeded|failed)_total\"%(matchers)s}[5m]))" % cfg,
+          expr: "sum by (%(cluster)sbroker, queue_name) (rate({__name__=~\"celery_task_(succeeded|failed)_total\"%(matchers)s}[5m]))" % cfg,
         },
         // The native histogram where Prometheus stores one (docs/metrics.md, Native
         // histograms), else the classic buckets.
         {
           record: "celery:task_runtime_seconds:p95_5m",
           expr: |||
-            histogram_quantile(0.95, sum by (broker, name) (rate(celery_task_runtime_seconds%(sel)s[5m])))
-              or histogram_quantile(0.95, sum by (broker, name, le) (rate(celery_task_runtime_seconds_bucket%(sel)s[5m])))
+            histogram_quantile(0.95, sum by (%(cluster)sbroker, name) (rate(celery_task_runtime_seconds%(sel)s[5m])))
+              or histogram_quantile(0.95, sum by (%(cluster)sbroker, name, le) (rate(celery_task_runtime_seconds_bucket%(sel)s[5m])))
           ||| % cfg,
         },
         {
           record: "celery:task_queue_wait_seconds:p95_5m",
           expr: |||
-            histogram_quantile(0.95, sum by (broker, queue_name) (rate(celery_task_queue_wait_seconds%(sel)s[5m])))
-              or histogram_quantile(0.95, sum by (broker, queue_name, le) (rate(celery_task_queue_wait_seconds_bucket%(sel)s[5m])))
+            histogram_quantile(0.95, sum by (%(cluster)sbroker, queue_name) (rate(celery_task_queue_wait_seconds%(sel)s[5m])))
+              or histogram_quantile(0.95, sum by (%(cluster)sbroker, queue_name, le) (rate(celery_task_queue_wait_seconds_bucket%(sel)s[5m])))
           ||| % cfg,
         },
         // 1 per broker while the exporter is cut off from it (not connected or not consuming
         // events) or was in the last 5 minutes: what it then says about workers, queues and
         // arrivals is a consequence of that one cause, and workers need a while to reconnect
         // (kombu retries every 2..30 s) and to be inspected again after it returns. Alerts on
-        // such consequences end with `unless on (broker) celery:broker_down:max5m`.
+        // such consequences end with `unless on (job, instance, broker) celery:broker_down:max5m`
+        // (the labels of _config.clusterLabels, then broker).
         {
           record: "celery:broker_down:max5m",
-          expr: "max by (broker) (min_over_time(celery_exporter_broker_up%(sel)s[5m]) == bool 0) == 1" % cfg,
+          expr: "max by (%(cluster)sbroker) (min_over_time(celery_exporter_broker_up%(sel)s[5m]) == bool 0) == 1" % cfg,
         },
         // A queue counts as consumed when a live worker says it consumes it, or (RabbitMQ)
         // the broker counts a consumer on it.
         {
           record: "celery:queue_consumers",
           expr: |||
-            max by (broker, queue_name) (
+            max by (%(cluster)sbroker, queue_name) (
               celery_queue_worker_consumers%(sel)s
-                or on (broker, queue_name) celery_queue_broker_consumers%(sel)s
+                or on (%(cluster)sbroker, queue_name) celery_queue_broker_consumers%(sel)s
             )
           ||| % cfg,
         },
