@@ -50,8 +50,9 @@ IDLE_NAMES_TICKS = 60
 # line per tick, not one per hostname.
 MAX_WORKERS_LOGGED_PER_TICK = 5
 
-# A metric source, and the lock (if any) to hold while it collects.
-Source = tuple[Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
+# A metric collector's name (the `collector` label of its scrape metrics), what it
+# collects, and the lock (if any) to hold while it collects.
+Source = tuple[str, Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
 
 
 class BrokerWatch:
@@ -148,21 +149,29 @@ class BrokerWatch:
         return f"broker {self.name}: " if self.name else ""
 
     def sources(self) -> list[Source]:
-        """Where this broker's metrics come from, for the registry."""
-        lock = self.dispatcher.lock
-        arrivals = self.dispatcher.tasks.arrivals
+        """Where this broker's metrics come from, by collector name, for the registry (each
+        collector fails alone: exporter/metrics/guard.py)."""
         queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
         workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
+
+        def queue_families() -> list[Metric]:
+            return [*worker_reserved_family(self.dispatcher.reserved), *queues.collect()]
+
         return [
-            (lambda: self.task_metrics.collect(lock), None),
-            (lambda: TaskMetrics.running_families(self.dispatcher.running), None),
-            (lambda: worker_reserved_family(self.dispatcher.reserved), None),
-            (lambda: arrival_families(arrivals.stats()), lock),
-            (lambda: schedule_families(self.schedule), None),
-            (workers.collect, None),
-            (self.health.collect, lock),
-            (queues.collect, None),
+            ("tasks", self._task_families, None),
+            ("workers", workers.collect, None),
+            ("health", self.health.collect, self.dispatcher.lock),
+            ("queues", queue_families, None),
         ]
+
+    def _task_families(self) -> list[Metric]:
+        lock = self.dispatcher.lock
+        families = list(self.task_metrics.collect(lock))
+        families += TaskMetrics.running_families(self.dispatcher.running)
+        with lock:
+            families += arrival_families(self.dispatcher.tasks.arrivals.stats())
+        families += schedule_families(self.schedule)
+        return families
 
     def ready(self) -> tuple[bool, str]:
         if self.consumer.consuming.is_set():
