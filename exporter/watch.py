@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from prometheus_client.core import Metric
 
 from exporter.beat_schedule import load_app, read_schedule
-from exporter.broker import make_app
+from exporter.brokers.app import make_app
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
@@ -32,7 +32,6 @@ from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_famil
 from exporter.metrics.workers import WorkerCollector
 from exporter.settings import Settings
 from exporter.sources.runner import QueueSampler
-from exporter.sources.select import make_queue_source
 from exporter.state.label_cap import LabelCap
 from exporter.state.queue_registry import QueueRegistry
 from exporter.state.task_names import TaskNames
@@ -132,7 +131,9 @@ class BrokerWatch:
         )
         self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
         self.queue_sampler = QueueSampler(
-            make_queue_source(self.app, settings, lambda: dict(self.control.priority_options)),
+            settings.broker.queue_source(
+                self.app, settings, lambda: dict(self.control.priority_options)
+            ),
             self.queue_registry,
             self.worker_queues,
             self.dispatcher.take_queues_seen,
