@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.daemon import Exporter
+from exporter.metrics.exposition import FastFamily, LabelText, render
 from exporter.settings import Settings
 from tests.support.metrics import Samples, parse_samples, registry_samples, total, value
 from tests.support.metrics_proto import decode
@@ -156,3 +157,39 @@ def test_a_process_wide_collector_fails_alone_without_an_outcome_gauge(
     ]
     assert {dict(labels).get("broker") for name, labels in samples if name == SUCCESS} == {"red"}
     assert total(samples, "celery_exporter_build_info") == 1.0
+
+
+class _Unwritable(FastFamily):
+    """A fast family (written at render time, after its collector returned) that raises."""
+
+    def __init__(self) -> None:
+        super().__init__("test_unwritable", "Raises when written.", "counter", self._fail)
+        self.text = LabelText(())
+
+    def _fail(self) -> list[str]:
+        raise RuntimeError("deliberately unwritable")
+
+    def proto_type(self) -> int:
+        raise RuntimeError("deliberately unwritable")
+
+
+def test_a_family_that_cannot_be_written_is_left_out_in_every_format(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = Exporter(Settings(broker_url="redis://127.0.0.1:1/0"))
+    exporter.register_collector("unwritable", lambda: [_Unwritable()])
+    for accept in ("", OPENMETRICS, OPENMETRICS):
+        body, _ = render(exporter.registry, accept)
+        samples = parse_samples(body.decode())
+        assert b"test_unwritable" not in body
+        assert total(samples, "celery_exporter_build_info") == 1.0
+        assert value(samples, "celery_exporter_broker_up") == 0.0
+    body, content_type = render(exporter.registry, PROTOBUF)
+    assert content_type.startswith("application/vnd.google.protobuf")
+    names = {family.name for family in decode(body)}
+    assert "test_unwritable" not in names and "celery_exporter_broker_up" in names
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "writing metric family test_unwritable failed; it is left out of /metrics "
+        "(a bug: please report)"
+    ]
