@@ -160,7 +160,7 @@ class ConnectionTable:
             rejected = dict(self._rejected)
             open_now = len(self._open)
         counter = CounterMetricFamily(
-            "celery_exporter_http_connections_rejected",
+            "celery_exporter_http_connections_rejected_total",
             "HTTP connections closed by the server without an answer, by reason.",
             labels=["reason"],
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from exporter.broker import bounded_connection
+from exporter.brokers import bounded_connection
 from exporter.labels import label_value
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text

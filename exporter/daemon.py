@@ -21,14 +21,12 @@ import kombu
 from celery import Celery
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import InfoMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from exporter import __version__
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
 from exporter.malloc import tune_malloc
-from exporter.metrics.exposition import FastFamily
+from exporter.metrics.guard import CollectorOutcomes, GuardedCollector
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
 from exporter.settings import Settings
@@ -48,38 +46,6 @@ __all__ = ["IDLE_NAMES_TICKS", "RUNNING_REFRESH_TICKS", "Exporter", "run"]
 
 class ListenError(Exception):
     """The listen address cannot be bound (one line for the user, exit 2)."""
-
-
-class _Collect(Collector):
-    """Adapts a ``collect`` callable (optionally under a lock) to the registry, adding
-    constant labels (the broker's name) to every sample."""
-
-    def __init__(
-        self,
-        collect: Callable[[], Iterable[Metric]],
-        lock: AbstractContextManager[object] | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        self._collect = collect
-        self._lock = lock
-        self._labels = dict(labels or {})
-
-    def collect(self) -> Iterable[Metric]:
-        if self._lock is None:
-            metrics = list(self._collect())
-        else:
-            with self._lock:
-                metrics = list(self._collect())
-        if self._labels:
-            for metric in metrics:
-                if isinstance(metric, FastFamily):  # writes its own text, labels included
-                    metric.add_labels(self._labels)
-                    continue
-                metric.samples = [
-                    Sample(s.name, {**self._labels, **s.labels}, s.value, s.timestamp, s.exemplar)
-                    for s in metric.samples
-                ]
-        return metrics
 
 
 def _build_info() -> Iterable[Metric]:
@@ -105,18 +71,46 @@ class Exporter:
             for name, broker_settings in settings.per_broker()
         ]
         self.registry = CollectorRegistry(auto_describe=False)
+        self.collector_outcomes = CollectorOutcomes()
+        self._outcomes_registered = False
         for watch in self.watches:
             labels = {BROKER_LABEL: watch.name} if watch.name else None
-            for collect, lock in watch.sources():
-                self.registry.register(_Collect(collect, lock, labels))
-        self.registry.register(_Collect(_build_info))
-        ProcessCollector(registry=self.registry)
+            for name, collect, lock in watch.sources():
+                self.register_collector(name, collect, lock, labels)
+        self.register_collector("build_info", _build_info, process_wide=True)
+        self.register_collector(
+            "process", ProcessCollector(registry=None).collect, process_wide=True
+        )
         self.web_config: WebConfigReloader | None = None
         if settings.web_config_file:
             self.web_config = WebConfigReloader(settings.web_config_file)
-            self.registry.register(_Collect(self.web_config.collect))
+            self.register_collector("web_config", self.web_config.collect, process_wide=True)
+        # Last: it reports the outcomes of the collectors above, in the same scrape.
+        self.registry.register(self.collector_outcomes)
+        self._outcomes_registered = True
         self.http: ExporterHTTPServer | None = None
         self._stop = threading.Event()
+
+    def register_collector(
+        self,
+        name: str,
+        collect: Callable[[], Iterable[Metric]],
+        lock: AbstractContextManager[object] | None = None,
+        labels: Mapping[str, str] | None = None,
+        process_wide: bool = False,
+    ) -> None:
+        """The one place a collector joins /metrics: guarded, so that it fails alone
+        (exporter/metrics/guard.py); with its outcome gauges unless ``process_wide``."""
+        outcomes = None if process_wide else self.collector_outcomes
+        guarded = GuardedCollector(name, collect, outcomes, lock, labels, clock=self.clock)
+        # The outcomes come after every collector (the registry collects in order), so a
+        # scrape shows its own outcomes: step them aside while one joins late.
+        late = self._outcomes_registered
+        if late:
+            self.registry.unregister(self.collector_outcomes)
+        self.registry.register(guarded)
+        if late:
+            self.registry.register(self.collector_outcomes)
 
     # The single broker's parts, for callers that watch one (tests, benchmarks).
     @property

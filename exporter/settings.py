@@ -10,11 +10,10 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
+from exporter.brokers import Broker, for_url
 from exporter.metrics.native import NativeConfig
 
-SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 # A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
 BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -158,12 +157,9 @@ class Settings:
         ]
 
     @property
-    def scheme(self) -> str:
-        return urlsplit(self.broker_url.split(";", 1)[0]).scheme.lower()
-
-    @property
-    def is_redis(self) -> bool:
-        return self.scheme in ("redis", "rediss", "sentinel")
+    def broker(self) -> Broker:
+        """What this broker can do and its parts (exporter/brokers/)."""
+        return for_url(self.broker_url)
 
 
 def _scoped_options(options: dict[str, Any], name: str) -> dict[str, Any]:
@@ -209,12 +205,7 @@ def parse_broker_url(value: str) -> str:
     if not value:
         raise ValueError("broker URL is empty")
     for part in value.split(";"):
-        scheme = urlsplit(part.strip()).scheme.lower()
-        if scheme not in SUPPORTED_SCHEMES:
-            shown = scheme or "(none)"
-            raise ValueError(
-                f"unsupported scheme {shown!r}; use one of {', '.join(SUPPORTED_SCHEMES)}"
-            )
+        for_url(part)  # ValueError naming the supported schemes
     return value
 
 

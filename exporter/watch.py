@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from prometheus_client.core import Metric
 
 from exporter.beat_schedule import load_app, read_schedule
-from exporter.broker import make_app
+from exporter.brokers.app import make_app
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
@@ -32,7 +32,6 @@ from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_famil
 from exporter.metrics.workers import WorkerCollector
 from exporter.settings import Settings
 from exporter.sources.runner import QueueSampler
-from exporter.sources.select import make_queue_source
 from exporter.state.label_cap import LabelCap
 from exporter.state.queue_registry import QueueRegistry
 from exporter.state.task_names import TaskNames
@@ -50,8 +49,9 @@ IDLE_NAMES_TICKS = 60
 # line per tick, not one per hostname.
 MAX_WORKERS_LOGGED_PER_TICK = 5
 
-# A metric source, and the lock (if any) to hold while it collects.
-Source = tuple[Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
+# A metric collector's name (the `collector` label of its scrape metrics), what it
+# collects, and the lock (if any) to hold while it collects.
+Source = tuple[str, Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
 
 
 class BrokerWatch:
@@ -131,7 +131,9 @@ class BrokerWatch:
         )
         self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
         self.queue_sampler = QueueSampler(
-            make_queue_source(self.app, settings, lambda: dict(self.control.priority_options)),
+            settings.broker.queue_source(
+                self.app, settings, lambda: dict(self.control.priority_options)
+            ),
             self.queue_registry,
             self.worker_queues,
             self.dispatcher.take_queues_seen,
@@ -148,21 +150,29 @@ class BrokerWatch:
         return f"broker {self.name}: " if self.name else ""
 
     def sources(self) -> list[Source]:
-        """Where this broker's metrics come from, for the registry."""
-        lock = self.dispatcher.lock
-        arrivals = self.dispatcher.tasks.arrivals
+        """Where this broker's metrics come from, by collector name, for the registry (each
+        collector fails alone: exporter/metrics/guard.py)."""
         queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
         workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
+
+        def queue_families() -> list[Metric]:
+            return [*worker_reserved_family(self.dispatcher.reserved), *queues.collect()]
+
         return [
-            (lambda: self.task_metrics.collect(lock), None),
-            (lambda: TaskMetrics.running_families(self.dispatcher.running), None),
-            (lambda: worker_reserved_family(self.dispatcher.reserved), None),
-            (lambda: arrival_families(arrivals.stats()), lock),
-            (lambda: schedule_families(self.schedule), None),
-            (workers.collect, None),
-            (self.health.collect, lock),
-            (queues.collect, None),
+            ("tasks", self._task_families, None),
+            ("workers", workers.collect, None),
+            ("health", self.health.collect, self.dispatcher.lock),
+            ("queues", queue_families, None),
         ]
+
+    def _task_families(self) -> list[Metric]:
+        lock = self.dispatcher.lock
+        families = list(self.task_metrics.collect(lock))
+        families += TaskMetrics.running_families(self.dispatcher.running)
+        with lock:
+            families += arrival_families(self.dispatcher.tasks.arrivals.stats())
+        families += schedule_families(self.schedule)
+        return families
 
     def ready(self) -> tuple[bool, str]:
         if self.consumer.consuming.is_set():

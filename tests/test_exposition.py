@@ -123,7 +123,11 @@ def busy_exporter() -> Exporter:
     return exporter
 
 
-CLOCKED = ("process_", "celery_exporter_broker_down_seconds_total")
+CLOCKED = (
+    "process_",
+    "celery_exporter_broker_down_seconds_total",
+    "celery_exporter_collector_scrape_duration_seconds",
+)
 
 
 def without_process_metrics(text: str) -> str:
@@ -209,7 +213,7 @@ def test_numbers_as_go_writes_them(value: float) -> None:
 
 
 def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
-    from exporter.daemon import _Collect
+    from exporter.metrics.guard import CollectorOutcomes, GuardedCollector
 
     registry = CollectorRegistry(auto_describe=False)
     for broker in ("orders", "billing"):
@@ -219,8 +223,12 @@ def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
         counter.inc(("n", 'h"1', "ValueError"))
         histogram.observe(("n", "q"), 0.75)
         registry.register(
-            _Collect(
-                lambda c=counter, h=histogram: [c.family(), h.family()], None, {"broker": broker}
+            GuardedCollector(
+                "t",
+                lambda c=counter, h=histogram: [c.family(), h.family()],
+                CollectorOutcomes(),
+                None,
+                {"broker": broker},
             )
         )
     for accept, reference in ((TEXT, generate_latest), (PROMETHEUS_ACCEPT, openmetrics_latest)):

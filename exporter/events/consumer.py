@@ -34,9 +34,9 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from exporter.broker import bounded_connection
+from exporter.brokers import bounded_connection
 from exporter.diagnose.errors import explain_connection_error
-from exporter.events.redis_stream import RedisEventStream, is_redis_channel
+from exporter.events.redis_stream import RedisEventStream
 from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text, redact_url
 from exporter.settings import Settings
@@ -211,11 +211,7 @@ class EventConsumer:
         self._last_message_at = 0.0
         watchdog = self.settings.event_watchdog_seconds
         # Redis: kombu connects and subscribes, we read the replies (redis_stream.py).
-        stream = (
-            RedisEventStream(channel, self._handle_body, self._skipped)  # type: ignore[arg-type]
-            if is_redis_channel(channel)
-            else None
-        )
+        stream = self.settings.broker.event_reader(channel, self._handle_body, self._skipped)
         self.stream = stream
         # A broker that never confirms the subscription (hung or half-open just then) must
         # not keep this thread waiting: it is a failed connection attempt, retried.

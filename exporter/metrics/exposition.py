@@ -16,6 +16,7 @@ tests/test_exposition.py checks that both paths give the same bytes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -24,8 +25,14 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from exporter.logs import LogOnce
 from exporter.metrics import protobuf
 from exporter.metrics.native import NativeBuckets, NativeConfig
+
+log = logging.getLogger(__name__)
+# A family that cannot be written is left out of the scrape, logged once per family name
+# (metrics/guard.py does the same for a collector that cannot gather its families).
+_log_once = LogOnce(log, max_keys=1_000)
 
 INF = float("inf")
 OPENMETRICS = "application/openmetrics-text"
@@ -350,25 +357,50 @@ def _has_native(families: dict[str, list[Metric]]) -> bool:
     )
 
 
+def _left_out(name: str) -> None:
+    _log_once(
+        name,
+        logging.ERROR,
+        "writing metric family %s failed; it is left out of /metrics (a bug: please report)",
+        name,
+        exc_info=True,
+    )
+
+
+def _protobuf_family(same_name: list[Metric]) -> bytes:
+    first = same_name[0]
+    if not isinstance(first, FastFamily):
+        return protobuf.generic_family(same_name)
+    metrics = [
+        m for fast in same_name if isinstance(fast, FastFamily) for m in fast.proto_metrics()
+    ]
+    return protobuf.family(first.proto_name(), first.documentation, first.proto_type(), metrics)
+
+
 def render_protobuf(families: dict[str, list[Metric]]) -> bytes:
     parts: list[bytes] = []
-    for same_name in families.values():
-        first = same_name[0]
-        if isinstance(first, FastFamily):
-            metrics = [
-                m
-                for fast in same_name
-                if isinstance(fast, FastFamily)
-                for m in fast.proto_metrics()
-            ]
-            parts.append(
-                protobuf.family(
-                    first.proto_name(), first.documentation, first.proto_type(), metrics
-                )
-            )
-        else:
-            parts.append(protobuf.generic_family(same_name))
+    for name, same_name in families.items():
+        try:
+            parts.append(_protobuf_family(same_name))
+        except Exception:
+            _left_out(name)
     return b"".join(parts)
+
+
+def _text_family(same_name: list[Metric], encoder: Any, openmetrics: bool) -> list[str]:
+    first = same_name[0]
+    if isinstance(first, FastFamily):
+        lines = [first.header(openmetrics)]
+        for metric in same_name:
+            assert isinstance(metric, FastFamily)
+            lines.extend(metric.lines())
+        return lines
+    if len(same_name) > 1:
+        merged = Metric(first.name, first.documentation, first.type, first.unit)
+        merged.samples = [sample for metric in same_name for sample in metric.samples]
+        first = merged
+    text: str = encoder(_One(first)).decode("utf-8")
+    return [text.removesuffix("# EOF\n") if openmetrics else text]
 
 
 def render(registry: Any, accept: str) -> tuple[bytes, str]:
@@ -384,20 +416,11 @@ def render(registry: Any, accept: str) -> tuple[bytes, str]:
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith(OPENMETRICS)
     parts: list[str] = []
-    for same_name in families.values():
-        first = same_name[0]
-        if isinstance(first, FastFamily):
-            parts.append(first.header(openmetrics))
-            for metric in same_name:
-                assert isinstance(metric, FastFamily)
-                parts.extend(metric.lines())
-            continue
-        if len(same_name) > 1:
-            merged = Metric(first.name, first.documentation, first.type, first.unit)
-            merged.samples = [sample for metric in same_name for sample in metric.samples]
-            first = merged
-        text = encoder(_One(first)).decode("utf-8")
-        parts.append(text.removesuffix("# EOF\n") if openmetrics else text)
+    for name, same_name in families.items():
+        try:
+            parts.extend(_text_family(same_name, encoder, openmetrics))
+        except Exception:
+            _left_out(name)
     if openmetrics:
         parts.append("# EOF\n")
     return "".join(parts).encode("utf-8"), content_type

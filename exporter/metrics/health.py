@@ -121,7 +121,7 @@ class ExporterHealth:
         up.add_metric([], 1.0 if self.broker_up else 0.0)
         yield up
         down = CounterMetricFamily(
-            "celery_exporter_broker_down_seconds",
+            "celery_exporter_broker_down_seconds_total",
             "Seconds the exporter was not connected to the broker and consuming events since "
             "it started (the current outage included): events sent meanwhile were lost.",
         )

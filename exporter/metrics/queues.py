@@ -137,7 +137,7 @@ class QueueCollector:
         )
         duration.add_metric([name], health.last_duration)
         errors = CounterMetricFamily(
-            "celery_exporter_source_errors",
+            "celery_exporter_source_errors_total",
             "Failed samples of the source.",
             labels=["source"],
         )

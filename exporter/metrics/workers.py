@@ -46,19 +46,19 @@ class WorkerCollector:
             labels=["hostname"],
         )
         processed = CounterMetricFamily(
-            "celery_worker_processed_tasks",
+            "celery_worker_processed_tasks_total",
             "Tasks the worker accepted since it started (retries included), from its "
             "heartbeats; restarts from 0 when the worker restarts.",
             labels=["hostname"],
         )
         onlines = CounterMetricFamily(
-            "celery_worker_online",
+            "celery_worker_online_total",
             "worker-online events: how many times the worker started while watched. "
             "A rising count is a crash or restart loop.",
             labels=["hostname"],
         )
         offlines = CounterMetricFamily(
-            "celery_worker_offline",
+            "celery_worker_offline_total",
             "worker-offline events: warm shutdowns. A worker that went down without one "
             "was killed or lost.",
             labels=["hostname"],
@@ -85,7 +85,7 @@ class WorkerCollector:
         online = GaugeMetricFamily("celery_workers_online", "Workers currently up (heartbeating).")
         online.add_metric([], float(online_count))
         starts = CounterMetricFamily(
-            "celery_worker_starts",
+            "celery_worker_starts_total",
             "worker-online events of all workers, including workers since forgotten: on "
             "Kubernetes a restart loop of replaced pods (new hostnames) shows here.",
         )

@@ -18,12 +18,12 @@ they are never task queues of their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 from kombu.connection import Connection
 
-from exporter.broker import bounded_connection
 from exporter.sources.base import BrokerSample, QueueSample
 
 DELAYED_EXCHANGE = "celery_delayed_delivery"
@@ -39,9 +39,11 @@ def is_delayed_delivery_queue(name: str) -> bool:
 class RabbitMQQueueSource:
     name = "rabbitmq"
 
-    def __init__(self, app: Celery, timeout: float) -> None:
+    def __init__(self, app: Celery, timeout: float, connect: Callable[[], Connection]) -> None:
+        """``connect``: a connection with socket timeouts (brokers/amqp.py gives it)."""
         self.app = app
         self.timeout = timeout
+        self._connect = connect
         self._conn: Connection | None = None
         self._channel: Any = None
         self._samples_until_delayed_check = 0
@@ -50,7 +52,7 @@ class RabbitMQQueueSource:
         if self._conn is None:
             # Socket timeouts too: a half-open connection fails the sample instead of
             # hanging the sampler.
-            self._conn = bounded_connection(self.app, self.timeout)
+            self._conn = self._connect()
             self._conn.ensure_connection(max_retries=0)
         if self._channel is None:
             self._channel = self._conn.channel()

@@ -75,7 +75,7 @@ class WebConfigReloader:
             auth_failures = dict(self._auth_failures)
         if self.current.auth is not None:
             refused = CounterMetricFamily(
-                "celery_exporter_http_auth_failures",
+                "celery_exporter_http_auth_failures_total",
                 "Requests refused by basic auth (--web-config-file), by reason.",
                 labels=["reason"],
             )
@@ -83,7 +83,7 @@ class WebConfigReloader:
                 refused.add_metric([reason], count)
             yield refused
         reloads = CounterMetricFamily(
-            "celery_exporter_web_config_reloads",
+            "celery_exporter_web_config_reloads_total",
             "Reloads of --web-config-file (SIGHUP), by result.",
             labels=["result"],
         )
