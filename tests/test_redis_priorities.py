@@ -4,15 +4,19 @@ the producers' priority_steps, separator or layout: real Redis, real kombu produ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import redis
 from celery import Celery
 
 from exporter.sources.redis_keyspace import KeyspaceWalk
+from exporter.sources.redis_priorities import DEFAULT_STEPS, PriorityLayout
 from exporter.sources.redis_queues import RedisQueueSource
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, value
+from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 from tests.test_diagnose import diagnose
 from tests.test_queues import FAST, SEP, sampled
@@ -25,6 +29,10 @@ def priorities(s: Samples, queue: str) -> set[str]:
         for (n, ls) in s
         if n == "celery_queue_messages_by_priority" and dict(ls)["queue_name"] == queue
     }
+
+
+def last_sample(s: Samples) -> float:
+    return value(s, "celery_exporter_source_last_success_timestamp_seconds", source="redis") or 0
 
 
 def _send_priorities(producer: Producer, queue: str, priorities: range, each: int) -> None:
@@ -263,3 +271,131 @@ def test_an_app_under_another_keyprefix_is_pointed_out(
     assert "WARNING   Redis holds Celery queues under global_keyprefix `prod:`" in result.stdout
     assert "fix:   if that app is the one to watch: --broker-transport-option " in result.stdout
     assert "'global_keyprefix=prod:'" in result.stdout, result.stdout
+
+
+def test_a_queue_named_like_a_priority_list_is_its_own_queue(redis_url: str) -> None:
+    """``tasks-1``, ``reports_2``, ``jobs.3`` beside ``tasks``, ``reports``, ``jobs``: each a
+    queue of its own, not a priority list of the other, whether or not the exporter knows
+    it yet (a separator made of name punctuation is never learned from a key name)."""
+    client = redis.Redis.from_url(redis_url)
+    pairs = [("tasks", "tasks-1"), ("reports", "reports_2"), ("jobs", "jobs.3")]
+    for base, other in pairs:
+        client.lpush(base, *[b"m"] * 5)
+        client.lpush(other, *[b"m"] * 7)
+    source = RedisQueueSource(Celery(broker=redis_url), {}, timeout=5.0)
+    try:
+        for known in ([b for b, _o in pairs], [q for pair in pairs for q in pair]):
+            for _ in range(3):  # the keyspace walk sees every key in the first sample
+                sample = source.sample(known)
+                for base, other in pairs:
+                    assert sample.queues[base].ready == 5, (known, base)
+                    assert sample.queues[base].by_priority == {s: 0 for s in "369"} | {"0": 5}
+                    assert sample.queues[base].priority_mismatch is None
+                    if other in known:
+                        assert sample.queues[other].ready == 7
+            assert source.layout.seps == [SEP]
+    finally:
+        source.close()
+        client.delete(*[q for pair in pairs for q in pair])
+        client.close()
+
+
+def test_queues_tasks_and_tasks_1_consumed_by_workers(
+    redis_url: str,
+    tmp_path: Path,
+    exporter_factory: Callable[..., ExporterProcess],
+    producer_factory: Callable[..., Producer],
+    worker_factory: Callable[..., CeleryWorker],
+) -> None:
+    """A worker consumes ``tasks`` and ``tasks-1`` (held by one running task acknowledged
+    late, so messages wait); the exporter with default flags: each depth exact in every
+    sample, no layout mismatch, no separator advice in its log or in diagnose."""
+    exporter = exporter_factory(redis_url, *FAST)
+    worker = worker_factory(
+        redis_url,
+        "dash@test",
+        queues=("tasks", "tasks-1"),
+        pool="threads",
+        extra_args=("--prefetch-multiplier", "1"),
+    )
+    worker.wait_ready()
+    release = tmp_path / "release"
+    producer = producer_factory(redis_url, send_sent_event=False)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        producer.send("tests.wait_for_file_acks_late", args=(str(release),), queue="tasks")
+        wait_for(lambda: client.hlen("unacked") == 1 and client.llen("tasks") == 0, 30)
+        for i in range(5):
+            producer.send("tests.add", args=(i, i), queue="tasks")
+        for i in range(7):
+            producer.send("tests.add", args=(i, i), queue="tasks-1")
+        assert (client.llen("tasks"), client.llen("tasks-1")) == (5, 7)
+
+        def both(s: Samples) -> bool:
+            return (
+                value(s, "celery_queue_messages", queue_name="tasks") == 5
+                and value(s, "celery_queue_messages", queue_name="tasks-1") == 7
+            )
+
+        s = sampled(exporter, both)
+        for _ in range(3):  # and in each sample after
+            last = last_sample(s)
+            s = sampled(exporter, lambda s, last=last: last_sample(s) > last)
+            assert both(s)
+            for queue in ("tasks", "tasks-1"):
+                assert priorities(s, queue) == {"0", "3", "6", "9"}
+                assert value(s, "celery_queue_priority_layout_mismatch", queue_name=queue) == 0
+        assert value(s, "celery_queue_messages_by_priority", queue_name="tasks", priority="0") == 5
+        result = diagnose(redis_url, "--listen", "1")
+        for text in (exporter.log(), result.stdout):
+            assert "sep=" not in text and "has priority lists" not in text, text
+    finally:
+        release.touch()
+        client.close()
+
+
+def test_a_separator_is_learned_from_a_key_only_when_it_holds_a_kombu_message(
+    redis_url: str,
+) -> None:
+    """No binding, no worker names ``#`` or ``~``: ``orders#3`` holding a kombu message is
+    the priority-3 list of ``orders``; ``orders~1`` holding something else is not."""
+    app = Celery(broker=redis_url)
+    app.send_task("tests.add", args=(1, 1), queue="orders-source")
+    client = redis.Redis.from_url(redis_url)
+    client.rename("orders-source", "orders#3")
+    client.delete("_kombu.binding.orders-source")
+    client.lpush("orders", *[b"m"] * 2)
+    client.lpush("orders~1", "not a task")
+    source = RedisQueueSource(Celery(broker=redis_url), {}, timeout=5.0)
+    try:
+        for _ in range(2):
+            sample = source.sample(["orders"])
+            assert sample.queues["orders"].ready == 3
+            assert sample.queues["orders"].by_priority == {"0": 2, "3": 1, "6": 0, "9": 0}
+            assert source.layout.seps == [SEP, "#"]
+    finally:
+        source.close()
+        client.delete("orders", "orders#3", "orders~1")
+        client.close()
+        app.close()
+
+
+def test_workers_layout_findings_are_replaced_whole() -> None:
+    """The status page and diagnose read ``worker_mismatch`` from other threads: while a
+    sample learns the workers' options, readers still see the previous findings whole
+    (before: an empty dict, filled one worker at a time)."""
+    layout = PriorityLayout("", SEP, DEFAULT_STEPS, steps_configured=False)
+    layout.learn_workers({"a@x": {"priority_steps": [0, 5]}})
+    assert set(layout.worker_mismatch) == {"a@x"}
+    seen: list[set[str]] = []
+
+    class Watched(dict[str, dict[str, Any]]):
+        def items(self) -> Iterator[tuple[str, dict[str, Any]]]:  # type: ignore[override]
+            for item in super().items():
+                seen.append(set(layout.worker_mismatch))  # what a reader sees meanwhile
+                yield item
+
+    layout.learn_workers(Watched({"a@x": {"priority_steps": [0, 5]}, "b@x": {"sep": ":"}}))
+    assert seen == [{"a@x"}, {"a@x"}]
+    assert set(layout.worker_mismatch) == {"a@x", "b@x"}
+    assert layout.worker_mismatch["b@x"].found_seps == (":",)

@@ -10,8 +10,12 @@ learned, not assumed:
 - every step 1..9 is probed for each known separator (one ``EXISTS`` per queue and sample,
   over the lists not yet known): that covers every list kombu can create;
 - separators are learned from kombu's binding members (``<queue><sep><sep><queue>`` for
-  Celery's automatic queues) and from sub-list keys a bounded keyspace scan finds
-  (see ``redis_keyspace.py``);
+  Celery's automatic queues), from the workers' own options and from sub-list keys a
+  bounded keyspace scan finds (see ``redis_keyspace.py``); a keyspace key is no evidence
+  of a separator made only of the punctuation people put in queue names (``-_.:@``):
+  ``tasks-1`` is far likelier a queue of its own than a priority list of ``tasks``;
+- a key whose name is itself a known queue (workers' queues, ``--queues``, bindings, sent
+  tasks) is that queue, never a priority list of another one;
 - a list once found is read on every later sample (0 when it empties, so its series stays).
 
 Lists found that the configured (or default) layout does not name are a mismatch: counted
@@ -33,6 +37,10 @@ PROBED_STEPS = tuple(range(1, 10))
 # A separator learned from a key must look like one: short, with no letters or digits (so
 # "celery-beat-1" is not read as queue "celery" with separator "-beat-").
 MAX_SEP_LENGTH = 8
+# Characters of ordinary queue names ("tasks-1", "reports_2", "jobs.3", "a:b", "x@y"): a
+# separator made only of these is learned from Celery's own evidence (bindings, workers'
+# options), never from a key name alone.
+NAME_PUNCTUATION = frozenset("-_.:@")
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,11 @@ def plausible_sep(sep: str) -> bool:
     return 0 < len(sep) <= MAX_SEP_LENGTH and not any(c.isalnum() for c in sep)
 
 
+def keyspace_sep(sep: str) -> bool:
+    """A separator worth learning from a key name alone: not one of a queue name's own."""
+    return plausible_sep(sep) and not set(sep) <= NAME_PUNCTUATION
+
+
 class PriorityLayout:
     """The priority lists to read per queue: configured, probed, learned."""
 
@@ -106,6 +119,8 @@ class PriorityLayout:
         self._workers_logged: set[tuple[str, tuple[int, ...]]] = set()
         # hostname -> how its own options differ from the exporter's
         self.worker_mismatch: dict[str, PriorityMismatch] = {}
+        # every queue known in the current sample: such a key is never a priority list
+        self.queues: set[str] = set()
 
     def learn_sep(self, sep: str) -> None:
         if sep not in self.seps and plausible_sep(sep):
@@ -114,6 +129,21 @@ class PriorityLayout:
     def key(self, queue: str, sep: str, step: int) -> str:
         name = f"{self.prefix}{queue}"
         return name if step == 0 else f"{name}{sep}{step}"
+
+    def is_other_queue(self, queue: str, sep: str, step: int) -> bool:
+        """The list's name is a known queue of its own (``tasks-1`` beside ``tasks``)."""
+        return step != 0 and f"{queue}{sep}{step}" in self.queues
+
+    def note_queues(self, queues: set[str]) -> None:
+        """The queues known in this sample; lists found earlier that turn out to be one of
+        them (its worker came up after the key was seen) are not the other queue's."""
+        self.queues = set(queues)
+        for queue in list(self.found):
+            kept = {p for p in self.found[queue] if not self.is_other_queue(queue, *p)}
+            if kept != self.found[queue]:
+                self.forget(queue)  # what it saw included the other queue's messages
+                if kept:
+                    self.found[queue] = kept
 
     def configured(self) -> list[tuple[str, int]]:
         lists = [(self.sep, step) for step in self.steps]
@@ -128,41 +158,52 @@ class PriorityLayout:
         extra = sorted(self.worker_lists | self.found.get(queue, set()), key=lambda p: (p[1], p[0]))
         # In consumption order (kombu reads the lowest step first); a stable sort keeps the
         # configured separator first within a step.
-        return sorted(configured + [p for p in extra if p not in configured], key=lambda p: p[1])
+        pairs = configured + [p for p in extra if p not in configured]
+        return sorted((p for p in pairs if not self.is_other_queue(queue, *p)), key=lambda p: p[1])
 
     def unprobed(self, queue: str) -> list[tuple[str, int]]:
         """Possible lists not read yet: probed with one EXISTS per queue and sample."""
         known = set(self.lists(queue))
-        return [(s, step) for s in self.seps for step in PROBED_STEPS if (s, step) not in known]
+        return [
+            (s, step)
+            for s in self.seps
+            for step in PROBED_STEPS
+            if (s, step) not in known and not self.is_other_queue(queue, s, step)
+        ]
 
     def found_list(self, queue: str, sep: str, step: int) -> None:
         """A list that exists (or held messages) outside the configured ones."""
-        if (sep, step) in self.configured():
+        if (sep, step) in self.configured() or self.is_other_queue(queue, sep, step):
             return
         self.found.setdefault(queue, set()).add((sep, step))
         self.learn_sep(sep)
 
     def learn_workers(self, options_by_worker: dict[str, dict[str, Any]]) -> None:
         """The current workers' options; ``worker_mismatch`` names only current workers."""
-        self.worker_mismatch = {}
+        mismatches: dict[str, PriorityMismatch] = {}
         for hostname, options in options_by_worker.items():
-            self.learn_worker(hostname, options)
+            mismatch = self.learn_worker(hostname, options)
+            if mismatch is not None:
+                mismatches[hostname] = mismatch
+        # Assigned whole: the status page and diagnose read it from other threads.
+        self.worker_mismatch = mismatches
 
-    def learn_worker(self, hostname: str, options: dict[str, Any]) -> None:
+    def learn_worker(self, hostname: str, options: dict[str, Any]) -> PriorityMismatch | None:
         """A worker's own broker_transport_options (its ``inspect conf`` reply): its lists
-        are read for every queue from now on, before any message is found in them."""
+        are read for every queue from now on, before any message is found in them. Returns
+        how they differ from the exporter's, if they do."""
         sep = options.get("sep", DEFAULT_SEP)
         steps = tuple(options.get("priority_steps", DEFAULT_STEPS))
         prefix = options.get("global_keyprefix", "") or ""
         if prefix != self.prefix:
-            return  # other keys entirely: not this exporter's to read
+            return None  # other keys entirely: not this exporter's to read
         self.learn_sep(sep)
         for step in steps:
             if step and (sep, step) not in self.worker_lists:
                 self.worker_lists.add((sep, step))
         if (sep, steps) == (self.sep, self.steps):
-            return
-        self.worker_mismatch[hostname] = PriorityMismatch(
+            return None
+        mismatch = PriorityMismatch(
             found_steps=steps,
             found_seps=(sep,),
             configured_steps=self.steps,
@@ -184,6 +225,7 @@ class PriorityLayout:
                 _json_list(steps),
                 "" if sep == self.sep else f" --broker-transport-option 'sep={sep}'",
             )
+        return mismatch
 
     def log_mismatch(self, queue: str) -> None:
         """One warning per queue, once a sample has counted its lists."""
@@ -219,8 +261,10 @@ class PriorityLayout:
         )
 
     def classify(self, key: str, queues: set[str]) -> tuple[str, str, int] | None:
-        """(queue, sep, step) when ``key`` looks like a priority list of a known queue."""
-        if not key.startswith(self.prefix) or len(key) < 3:
+        """(queue, sep, step) when ``key`` looks like a priority list of a known queue: not
+        itself a known queue, and with a separator already known or one no queue name
+        would contain."""
+        if not key.startswith(self.prefix) or len(key) < 3 or key[len(self.prefix) :] in queues:
             return None
         last = key[-1]
         if not ("1" <= last <= "9") or key[-2].isalnum():
@@ -228,6 +272,6 @@ class PriorityLayout:
         rest = key[len(self.prefix) : -1]
         for cut in range(len(rest) - 1, max(0, len(rest) - MAX_SEP_LENGTH - 1), -1):
             queue, sep = rest[:cut], rest[cut:]
-            if queue in queues and plausible_sep(sep):
+            if queue in queues and (sep in self.seps or keyspace_sep(sep)):
                 return queue, sep, int(last)
         return None

@@ -119,7 +119,8 @@ class RedisQueueSource:
         self._listed = listed
         # Queues the broker lists are sampled at once, not only from the next sample on.
         queues = sorted(set(queues) | listed)
-        self._note_found_lists(keys, set(queues))
+        self.layout.note_queues(set(queues))
+        self._note_found_lists(client, keys, set(queues))
         lengths = self._lengths(client, queues)
         unacked_key = f"{self.prefix}{self.unacked_key}"
         reserved_total = int(client.hlen(unacked_key))
@@ -212,11 +213,24 @@ class RedisQueueSource:
     def _is_binding(self, key: str) -> bool:
         return key.startswith(f"{self.prefix}{BINDING_PREFIX}")
 
-    def _note_found_lists(self, keys: set[str], queues: set[str]) -> None:
-        """Priority lists the keyspace walk found (other separators, unusual steps)."""
-        for key in keys:
+    def _note_found_lists(self, client: redis.Redis, keys: set[str], queues: set[str]) -> None:
+        """Priority lists the keyspace walk found (other separators, unusual steps). A key
+        under a separator not known yet is taken only when it holds a kombu message: a key
+        name alone is no proof that producers use that separator."""
+        candidates: list[tuple[str, tuple[str, str, int]]] = []
+        for key in sorted(keys):
             found = self.layout.classify(key, queues)
             if found is not None:
+                candidates.append((key, found))
+        unproven = [key for key, (_q, sep, _s) in candidates if sep not in self.layout.seps]
+        heads: dict[str, object] = {}
+        if unproven:
+            pipe = client.pipeline(transaction=False)
+            for key in unproven:
+                pipe.lindex(key, 0)
+            heads = dict(zip(unproven, pipe.execute(raise_on_error=False), strict=True))
+        for key, found in candidates:
+            if key not in heads or _is_kombu_message(heads[key]):
                 self.layout.found_list(*found)
 
     def _read_bindings(self, client: redis.Redis, keys: set[str]) -> set[str]:
@@ -288,6 +302,23 @@ def _int(reply: object) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _is_kombu_message(raw: object) -> bool:
+    """A kombu message envelope as kombu's Redis transport stores it (JSON with
+    ``properties.delivery_info``, or a Celery task's ``headers.task``)."""
+    if not isinstance(raw, bytes | str):
+        return False  # no such list, or not a list (the reply is an error)
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, TypeError):
+        return False
+    if not isinstance(envelope, dict):
+        return False
+    properties, headers = envelope.get("properties"), envelope.get("headers")
+    return (isinstance(properties, dict) and isinstance(properties.get("delivery_info"), dict)) or (
+        isinstance(headers, dict) and isinstance(headers.get("task"), str)
+    )
 
 
 def _message_id(raw: bytes | str | None) -> str | None:
