@@ -204,8 +204,8 @@ class EventConsumer:
             if not self._lost:  # a lost connection is released whole, in the background
                 try:
                     consumer.cancel()
-                except conn.connection_errors:
-                    pass
+                except Exception:  # the connection is broken: its own error is the one to tell
+                    log.debug("cancelling the event consumer failed", exc_info=True)
 
     def _drain(self, conn: Connection, channel: object) -> None:
         self._last_message_at = 0.0
