@@ -201,7 +201,9 @@ class EventConsumer:
                 raise  # never consumed: a failed connection attempt
             self._connection_lost("error", exc)
         finally:
-            if not self._lost:  # a lost connection is released whole, in the background
+            # A lost connection is released whole, in the background; a failed attempt's
+            # (never consuming) is closed as it is: cancelling could block or mask its error.
+            if not self._lost and self.consuming.is_set():
                 try:
                     consumer.cancel()
                 except Exception:  # the connection is broken: its own error is the one to tell
