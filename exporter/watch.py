@@ -48,6 +48,9 @@ IDLE_NAMES_TICKS = 60
 # An exception class with no failure for this long gives up its place under
 # --max-exception-classes (and its series), so junk classes cannot fill the cap for good.
 EXCEPTION_FORGET_AFTER_SECONDS = 86_400.0
+# A hostname only task events named keeps its place at least this long without one (also
+# with --worker-purge-after 0), so a worker without heartbeats keeps its series between tasks.
+MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS = 60.0
 
 # Per clock tick, workers named one by one in a log line; a flood of hostnames adds one more
 # line per tick, not one per hostname.
@@ -212,7 +215,7 @@ class BrokerWatch:
         settings = self.settings
         hostnames, queues, exceptions = self.dispatcher.release_idle_labels(
             now,
-            settings.worker_purge_seconds,
+            max(settings.worker_purge_seconds, MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS),
             # Never sooner than an idle task name: the series outlive every alert's window.
             max(settings.queue_forget_after_seconds, MIN_TASK_NAME_FORGET_SECONDS),
             EXCEPTION_FORGET_AFTER_SECONDS,
