@@ -110,7 +110,8 @@ class Settings:
     max_queue_names: int = DEFAULT_MAX_QUEUE_NAMES
     max_worker_hostnames: int = DEFAULT_MAX_WORKER_HOSTNAMES
     max_exception_classes: int = DEFAULT_MAX_EXCEPTION_CLASSES
-    # An event whose timestamp is further than this from the exporter's clock is skipped.
+    # An event whose timestamp is further than this from the exporter's clock loses its
+    # timestamp (counted as out_of_range): it is still counted, at the exporter's clock.
     event_time_window_seconds: float = DEFAULT_EVENT_TIME_WINDOW_SECONDS
     web_write_timeout_seconds: float = DEFAULT_WEB_WRITE_TIMEOUT_SECONDS
     web_max_connections: int = DEFAULT_WEB_MAX_CONNECTIONS

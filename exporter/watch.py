@@ -30,7 +30,7 @@ from exporter.metrics.health import ExporterHealth
 from exporter.metrics.queues import QueueCollector, worker_reserved_family
 from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
 from exporter.metrics.workers import WorkerCollector
-from exporter.settings import Settings
+from exporter.settings import MIN_TASK_NAME_FORGET_SECONDS, Settings
 from exporter.sources.runner import QueueSampler
 from exporter.state.label_cap import LabelCap
 from exporter.state.queue_registry import QueueRegistry
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 RUNNING_REFRESH_TICKS = 5
 # Idle task names are looked for once a minute (an O(series) scan).
 IDLE_NAMES_TICKS = 60
+# An exception class with no failure for this long gives up its place under
+# --max-exception-classes (and its series), so junk classes cannot fill the cap for good.
+EXCEPTION_FORGET_AFTER_SECONDS = 86_400.0
+# A hostname only task events named keeps its place at least this long without one (also
+# with --worker-purge-after 0), so a worker without heartbeats keeps its series between tasks.
+MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS = 60.0
 
 # Per clock tick, workers named one by one in a log line; a flood of hostnames adds one more
 # line per tick, not one per hostname.
@@ -144,6 +150,7 @@ class BrokerWatch:
         self.schedule = read_schedule(load_app(settings.app)) if settings.app else []
         self._hint = LogOnce(log)
         self._ticks = 0
+        self._queue_labels_released = 0
 
     @property
     def display_name(self) -> str:
@@ -215,8 +222,22 @@ class BrokerWatch:
                 hostname,
             )
         self.dispatcher.housekeeping(now)
-        self.health.dropped_label_values.values[("queue_name", "idle")] = float(
-            self.queue_registry.forgotten
+        settings = self.settings
+        hostnames, queues, exceptions = self.dispatcher.release_idle_labels(
+            now,
+            max(settings.worker_purge_seconds, MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS),
+            # Never sooner than an idle task name: the series outlive every alert's window.
+            max(settings.queue_forget_after_seconds, MIN_TASK_NAME_FORGET_SECONDS),
+            EXCEPTION_FORGET_AFTER_SECONDS,
+        )
+        dropped = self.health.dropped_label_values
+        if hostnames:
+            dropped.inc(("hostname", "idle"), float(len(hostnames)))
+        if exceptions:
+            dropped.inc(("exception", "idle"), float(len(exceptions)))
+        self._queue_labels_released += len(queues)
+        dropped.values[("queue_name", "idle")] = float(
+            self.queue_registry.forgotten + self._queue_labels_released
         )
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:

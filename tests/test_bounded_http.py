@@ -38,6 +38,10 @@ IDLE_CONNECTIONS = 2000
 IDLE_TLS_SESSIONS = 20  # idle after a completed handshake, among the silent ones
 SLOW_BYTE_INTERVAL = 2.0  # seconds between two bytes of the slowloris client's header
 RSS_BOUND_KIB = 6 * 1024
+# A scrape during the flood: the bound is what matters to a scraper (Prometheus's default
+# scrape timeout is 10 s), not the speed of a shared 2-core machine; a scrape queued behind
+# the flood would instead wait for a slot to time out (seconds more) or be refused (`full`).
+SCRAPE_DURING_FLOOD_BOUND_SECONDS = 5.0
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -191,7 +195,9 @@ def test_idle_flood_and_slowloris_leave_threads_bounded_and_metrics_answered(
                 status, body = exporter.get("/metrics", timeout=10)
                 answered_in = time.monotonic() - asked
                 assert status == 200
-                assert answered_in < 2.0, f"/metrics took {answered_in:.2f} s"
+                assert answered_in < SCRAPE_DURING_FLOOD_BOUND_SECONDS, (
+                    f"/metrics took {answered_in:.2f} s"
+                )
             print(f"{transport}: /metrics answered in {answered_in * 1000:.0f} ms")
             closed_after = slowloris.wait_closed(DEFAULT_WEB_HEADER_TIMEOUT_SECONDS + 20)
         samples = parse_samples(body)

@@ -476,3 +476,49 @@ def test_sigterm_during_a_slow_scrape_exits_cleanly(
     if len(body) == length:
         assert total(parse_samples(body.decode()), "celery_task_succeeded_total") == names
     assert "stopped" in exporter.log()
+
+
+# -- a failed attempt tells its own error ---------------------------------------------------------
+
+
+def test_a_failed_attempt_reports_its_own_error_not_one_from_cancelling(
+    redis_url: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that never starts consuming (here: a Redis user not allowed to subscribe,
+    so the subscription is never confirmed) is closed without cancelling its consumer: on a
+    broken connection cancel() can raise something else, which then replaced the error the
+    status page explains, or block for the socket timeout."""
+    import kombu
+    import redis
+
+    from exporter.broker import make_app
+    from exporter.events.consumer import EventConsumer
+    from exporter.settings import Settings
+
+    user = f"nosub{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-psubscribe", "-subscribe"
+    )
+    cancels: list[float] = []
+
+    def cancel(self: kombu.Consumer) -> None:  # the second fault: a broken connection's
+        cancels.append(time.monotonic())
+        raise RuntimeError("cancel on a broken connection")
+
+    monkeypatch.setattr(kombu.Consumer, "cancel", cancel)
+    parts = urlsplit(redis_url)
+    url = urlunsplit(parts._replace(netloc=f"{user}:pw@{parts.hostname}:{parts.port}"))
+    settings = Settings(broker_url=url)
+    health = ExporterHealth(time.time)
+    consumer = EventConsumer(make_app(settings), settings, lambda *a: None, health, time.time)
+    consumer.start()
+    try:
+        wait_for(lambda: health.connect_failures.values[()] >= 1, 20)
+    finally:
+        consumer.stop(timeout=10)
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
+    assert health.broker_error is not None
+    assert "did not confirm the event subscription" in health.broker_error[1]
+    assert cancels == []

@@ -146,7 +146,11 @@ def test_without_the_worker_label_task_counters_are_per_name_and_queue() -> None
 def test_idle_names_lose_their_series_but_periodic_arrivals_stay() -> None:
     clock = Clock()
     forget = MIN_TASK_NAME_FORGET_SECONDS
-    exporter = make_exporter(clock, task_name_forget_after_seconds=forget, max_task_names=2)
+    # The queue (named once, at the start) is not forgotten here: see the queue cap's test.
+    exporter = make_exporter(
+        clock, task_name_forget_after_seconds=forget, max_task_names=2,
+        queue_forget_after_seconds=4 * forget,
+    )  # fmt: skip
     start = clock.now
     # A one-off task, a periodic task (every 10 minutes) that then stops, and a busy one.
     run_task(exporter, "once", "app.once", start)
@@ -329,3 +333,98 @@ def test_worker_hostname_cap_and_a_purged_worker_frees_its_place() -> None:
     beat("b@h")
     samples = registry_samples(exporter.registry)
     assert label_values(samples, "celery_worker_up", "hostname") == {"b@h"}
+
+
+def test_label_cap_counts_a_folded_value_once_across_forgets() -> None:
+    from exporter.metrics.counting import LabelledCounter
+    from exporter.state.label_cap import LabelCap
+
+    dropped = LabelledCounter("celery_exporter_dropped_label_values_total", "", ("label", "reason"))
+    cap = LabelCap("queue_name", 1, dropped, "--max-queue-names")
+    assert [cap.label(v) for v in ("a", "b")] == ["a", OTHER]
+    cap.forget("a")
+    assert [cap.label(v) for v in ("b", "a")] == ["b", OTHER]
+    cap.forget("b")
+    assert [cap.label(v) for v in ("a", "b")] == ["a", OTHER]  # "b" folded again
+    assert dropped.values[("queue_name", "over_limit")] == 2  # "b" and "a", once each
+
+
+def _send(exporter: Exporter, *events: dict[str, Any]) -> None:
+    exporter.dispatcher.on_message(json.dumps(list(events)).encode(), "application/json")
+
+
+def test_task_event_hostnames_give_their_place_back_when_idle_and_unregistered() -> None:
+    clock = Clock()
+    exporter = make_exporter(clock, max_worker_hostnames=3, worker_purge_seconds=60.0,
+                             queue_forget_after_seconds=86_400.0)  # fmt: skip
+    # A real worker's first task events come before its first heartbeat (batched).
+    run_task(exporter, "t0", "app.t", clock.now, hostname="real@early")
+    for i in range(2):  # junk hostnames in task events only, never a worker event
+        _send(exporter, {"type": "task-started", "uuid": f"x{i}", "hostname": f"junk{i}",
+                         "timestamp": clock.now})  # fmt: skip
+    beat = {"type": "worker-heartbeat", "freq": 2.0}
+    _send(exporter, {**beat, "hostname": "real@early", "timestamp": clock.now})
+    for _ in range(5):
+        clock.now += 3600
+        _send(exporter, {**beat, "hostname": "real@early", "timestamp": clock.now})
+        exporter.tick()
+    _send(exporter, {"type": "worker-online", "hostname": "real@pod", "freq": 2.0,
+                     "timestamp": clock.now}, {**beat, "hostname": "real@pod",
+                                               "timestamp": clock.now})  # fmt: skip
+    run_task(exporter, "t1", "app.t", clock.now, hostname="real@pod")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_worker_up", "hostname") == {"real@early", "real@pod"}
+    assert value(samples, "celery_workers_online") == 2
+    # The early worker kept its label and its first task's count (it joined the registry).
+    assert label_values(samples, "celery_task_started_total", "hostname") == {
+        "real@early", "real@pod"
+    }  # fmt: skip
+    assert value(samples, "celery_task_succeeded_total", name="app.t", hostname="real@early",
+                 queue_name="celery") == 1  # fmt: skip
+    assert value(samples, "celery_exporter_dropped_label_values_total",
+                 label="hostname", reason="idle") == 2  # fmt: skip
+    assert value(samples, "celery_exporter_dropped_label_values_total",
+                 label="hostname", reason="over_limit") == 0  # fmt: skip
+
+
+def test_idle_queue_names_and_exception_classes_give_their_place_back() -> None:
+    from exporter.watch import EXCEPTION_FORGET_AFTER_SECONDS
+
+    clock = Clock()
+    exporter = make_exporter(
+        clock, max_queue_names=1, max_exception_classes=1, queue_forget_after_seconds=600.0
+    )
+    idle = MIN_TASK_NAME_FORGET_SECONDS  # the floor of a queue label's idle time
+
+    def sent(uuid: str, queue: str) -> None:
+        _send(exporter, {"type": "task-sent", "uuid": uuid, "name": "app.t", "queue": queue,
+                         "hostname": "p@h", "timestamp": clock.now})  # fmt: skip
+
+    def failed(uuid: str, exception: str) -> None:
+        _send(exporter, {"type": "task-failed", "uuid": uuid, "hostname": "w@h",
+                         "exception": exception, "timestamp": clock.now})  # fmt: skip
+
+    sent("s1", "junk")
+    sent("s2", "real")
+    failed("f1", "JunkError('x')")
+    failed("f2", "RealError('x')")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_task_sent_total", "queue_name") == {"junk", OTHER}
+    assert label_values(samples, "celery_task_failed_total", "exception") == {"JunkError", OTHER}
+    clock.now += idle + 1
+    exporter.tick()
+    sent("s3", "real")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_task_sent_total", "queue_name") == {"real", OTHER}
+    assert value(samples, "celery_exporter_dropped_label_values_total",
+                 label="queue_name", reason="idle") == 1  # fmt: skip
+    clock.now += EXCEPTION_FORGET_AFTER_SECONDS
+    sent("s4", "real")  # in use: keeps its place
+    exporter.tick()
+    failed("f3", "RealError('x')")
+    samples = registry_samples(exporter.registry)
+    assert label_values(samples, "celery_task_sent_total", "queue_name") == {"real", OTHER}
+    # (w@h never sent a worker event: its series went with its idle hostname.)
+    assert label_values(samples, "celery_task_failed_total", "exception") == {"RealError"}
+    assert value(samples, "celery_exporter_dropped_label_values_total",
+                 label="exception", reason="idle") == 1  # fmt: skip

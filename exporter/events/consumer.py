@@ -201,11 +201,13 @@ class EventConsumer:
                 raise  # never consumed: a failed connection attempt
             self._connection_lost("error", exc)
         finally:
-            if not self._lost:  # a lost connection is released whole, in the background
+            # A lost connection is released whole, in the background; a failed attempt's
+            # (never consuming) is closed as it is: cancelling could block or mask its error.
+            if not self._lost and self.consuming.is_set():
                 try:
                     consumer.cancel()
-                except conn.connection_errors:
-                    pass
+                except Exception:  # the connection is broken: its own error is the one to tell
+                    log.debug("cancelling the event consumer failed", exc_info=True)
 
     def _drain(self, conn: Connection, channel: object) -> None:
         self._last_message_at = 0.0

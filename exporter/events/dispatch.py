@@ -65,6 +65,8 @@ class EventDispatcher:
         }
         self._event_counts = health.events.values
         self._hostnames: dict[str, str] = {}
+        # Hostname label -> its last task event (LabelCap.last_seen, batched off the hot path).
+        self._hostname_seen: dict[str, float] = {}
         self.ranges = ranges if ranges is not None else EventRanges()
         self._window = self.ranges.time_window
         # The cap on worker hostnames (shared with the worker event handler); None: no cap.
@@ -138,7 +140,8 @@ class EventDispatcher:
             else:
                 raw = event.get("hostname")
                 cached = self._hostnames.get(raw) if type(raw) is str else None
-                hostname = cached if cached is not None else self._hostname(raw)
+                hostname = cached if cached is not None else self._hostname(raw, now)
+                self._hostname_seen[hostname] = now  # for release_idle_labels
                 if self.registry.task_event(hostname):
                     log.info("worker %s sends task events", hostname)
             if self.reorder.hold(etype, uuid, event, now, hostname):
@@ -188,12 +191,14 @@ class EventDispatcher:
             self.health.event_lag = now - ts  # within the time window: finite
         return event
 
-    def _hostname(self, raw: object) -> str:
+    def _hostname(self, raw: object, now: float) -> str:
         """The ``hostname`` label of a task event (``cached_label``, then the cap), kept in a
-        small dict the hot path reads."""
+        small dict the hot path reads. A task event admits a hostname provisionally (a
+        worker's first task events can precede its first heartbeat): one that never joins
+        the worker registry gives its place back once idle (``release_idle_labels``)."""
         hostname = cached_label(raw)
         if self.hostnames is not None:
-            hostname = self.hostnames.label(hostname)
+            hostname = self.hostnames.label(hostname, now)
         if type(raw) is str:
             if len(self._hostnames) >= MAX_CACHED_HOSTNAMES:
                 self._hostnames.clear()
@@ -211,7 +216,8 @@ class EventDispatcher:
     def _apply_held(self, event: Event, now: float) -> None:
         # Held events were validated on arrival.
         handler = self._task_handlers[event["type"]]
-        self._apply_task(handler, event, event["uuid"], self._hostname(event.get("hostname")), now)
+        hostname = self._hostname(event.get("hostname"), now)
+        self._apply_task(handler, event, event["uuid"], hostname, now)
 
     def _handler_error(self, etype: object) -> None:
         self.health.skipped.inc(("handler_error",))
@@ -267,6 +273,38 @@ class EventDispatcher:
                 self.tasks.arrivals.forget_unless_periodic(name, keep)
             self.health.task_names = len(names)
         return gone
+
+    def release_idle_labels(
+        self, now: float, hostname_after: float, queue_after: float, exception_after: float
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Free the cap places, and remove the series, of label values idle too long: task
+        events' hostnames the worker registry does not know, ``task-sent`` queues no worker
+        consumes, exception classes; returns them (hostnames, queues, exceptions)."""
+        with self.lock:
+            hostnames: list[str] = []
+            if self.hostnames is not None and hostname_after > 0:
+                seen = self.hostnames.last_seen
+                cap = self.hostnames
+                # The hot path's notes, folded in here (only of values that hold a place).
+                seen.update((h, t) for h, t in self._hostname_seen.items() if h in cap)
+                self._hostname_seen = {}
+                hostnames = self.hostnames.release_idle(now, hostname_after, self.registry.knows)
+                if hostnames:
+                    self._hostnames.clear()  # cached decisions may name them
+            metrics = self.tasks.metrics
+            for hostname in hostnames:
+                metrics.forget("hostname", hostname)
+            queues = exceptions = []
+            caps = self.tasks.queue_names, self.tasks.exceptions
+            if caps[0] is not None and queue_after > 0:
+                queues = caps[0].release_idle(now, queue_after, self.tasks.consumed)
+                for queue in queues:
+                    metrics.forget("queue_name", queue)
+            if caps[1] is not None and exception_after > 0:
+                exceptions = caps[1].release_idle(now, exception_after)
+                for exception in exceptions:
+                    metrics.forget("exception", exception)
+        return hostnames, queues, exceptions
 
     def housekeeping(self, now: float) -> None:
         """Release held events whose wait is over, age out tracked tasks; on the clock."""

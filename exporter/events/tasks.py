@@ -33,6 +33,8 @@ MAX_QUEUES_SEEN = 1_000
 DELAYED_EXCHANGE_SUFFIX = "celery_delayed_27"
 _DELAYED_ROUTING_KEY = re.compile(r"(?:[01]\.){28}(.+)")
 
+MAX_EXCEPTION_CLASS_CHARS = 100
+MAX_QUALIFIED_CLASS_CHARS = 1_000
 _EXCEPTION_CLASS = re.compile(r"[A-Za-z_][\w.]{0,99}")
 _QUALIFIED_CLASS = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*){0,30}")
 
@@ -95,8 +97,10 @@ def _traceback_class(text: str) -> str | None:
         if line[:1].isspace() or not line:
             continue
         qualified = line.split(":", 1)[0].strip()
-        if _QUALIFIED_CLASS.fullmatch(qualified):
-            return qualified.rsplit(".", 1)[-1]
+        if len(qualified) <= MAX_QUALIFIED_CLASS_CHARS and _QUALIFIED_CLASS.fullmatch(qualified):
+            name = qualified.rsplit(".", 1)[-1]
+            # Too long for a class name: the repr's bounded prefix names it instead.
+            return name if len(name) <= MAX_EXCEPTION_CLASS_CHARS else None
         return None
     return None
 
@@ -148,6 +152,8 @@ class TaskEventHandler:
         """(name, hostname, queue) of a worker-side event; marks the name as active."""
         if task is None:
             return UNKNOWN, hostname, self.queue_of_worker(hostname) or UNKNOWN
+        if task.queue is not None and self.queue_names is not None:
+            self.queue_names.last_seen[task.queue] = now  # in use: keeps its place
         queue = task.queue or self.queue_of_worker(hostname) or UNKNOWN
         name = task.name or UNKNOWN
         self.names.touch(name, now)
@@ -167,7 +173,7 @@ class TaskEventHandler:
         self.names.touch(name, now)
         queue = self._queue_of_sent(event)
         if queue is not None and self.queue_names is not None:
-            queue = self.queue_names.label(queue)
+            queue = self.queue_names.label(queue, now)
         # None, not (unknown): the worker's only queue can still tell it at the worker.
         task.queue = queue
         sent_at = task.sent_at = event_time(event, now)
@@ -252,7 +258,7 @@ class TaskEventHandler:
         labels = self._labels(task, hostname, now)
         exception = exception_class(event.get("exception"), event.get("traceback"))
         if self.exceptions is not None:
-            exception = self.exceptions.label(exception)
+            exception = self.exceptions.label(exception, now)
         self.metrics.failed.inc((*self._key(labels), exception))
         if task is not None and task.started_at is not None:
             runtime = max(0.0, event_time(event, now) - task.started_at)

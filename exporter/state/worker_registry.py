@@ -137,6 +137,10 @@ class WorkerRegistry:
                 worker.up = False
                 worker.went_down_at = now
 
+    def knows(self, hostname: str) -> bool:
+        """True while the worker is registered (it sent a worker event, not yet purged)."""
+        return hostname in self._workers
+
     def task_event(self, hostname: str) -> bool:
         """Note a task event from a worker; True the first time (so callers can log it)."""
         worker = self._workers.get(hostname)
