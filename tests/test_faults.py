@@ -491,7 +491,7 @@ def test_a_failed_attempt_reports_its_own_error_not_one_from_cancelling(
     import kombu
     import redis
 
-    from exporter.broker import make_app
+    from exporter.brokers.app import make_app
     from exporter.events.consumer import EventConsumer
     from exporter.settings import Settings
 
