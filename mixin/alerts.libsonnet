@@ -344,7 +344,7 @@
         },
         {
           alert: "CeleryEventsSkipped",
-          expr: "sum by (instance, broker, reason) (increase(celery_exporter_events_skipped_total%(sel)s[%(eventsSkippedWindow)s])) > 0" % cfg,
+          expr: "sum by (%(cluster)sbroker, reason) (increase(celery_exporter_events_skipped_total%(sel)s[%(eventsSkippedWindow)s])) > 0" % cfg,
           labels: {
             severity: "info",
           },

@@ -27,9 +27,9 @@
         {
           record: "celery_active_process_count",
           expr: |||
-            sum by (instance, job, queue_name) (
+            sum by (instance, job, broker, queue_name) (
               celery_worker_queue_info%(sel)s
-                * on (instance, job, hostname) group_left celery_worker_pool_processes%(sel)s
+                * on (instance, job, broker, hostname) group_left celery_worker_pool_processes%(sel)s
             )
           ||| % cfg,
         },

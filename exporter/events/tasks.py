@@ -152,8 +152,10 @@ class TaskEventHandler:
         """(name, hostname, queue) of a worker-side event; marks the name as active."""
         if task is None:
             return UNKNOWN, hostname, self.queue_of_worker(hostname) or UNKNOWN
-        if task.queue is not None and self.queue_names is not None:
-            self.queue_names.last_seen[task.queue] = now  # in use: keeps its place
+        if task.queue is not None and task.queue != OTHER and self.queue_names is not None:
+            # In use: keeps its place, or takes it back if it was released meanwhile (a
+            # long task), or folds: a released value never returns past the cap.
+            task.queue = self.queue_names.label(task.queue, now)
         queue = task.queue or self.queue_of_worker(hostname) or UNKNOWN
         name = task.name or UNKNOWN
         self.names.touch(name, now)
