@@ -268,8 +268,8 @@ class EventDispatcher:
         with self.lock:
             names = self.tasks.names
             gone = names.idle(now, forget_after)
+            self.tasks.metrics.forget("name", gone)
             for name in gone:
-                self.tasks.metrics.forget("name", name)
                 self.tasks.arrivals.forget_unless_periodic(name, keep)
             self.health.task_names = len(names)
         return gone
@@ -291,19 +291,18 @@ class EventDispatcher:
                 hostnames = self.hostnames.release_idle(now, hostname_after, self.registry.knows)
                 if hostnames:
                     self._hostnames.clear()  # cached decisions may name them
+            # One pass over the series per label, however many values go (a flood of junk
+            # labels released at once must not hold the lock for seconds).
             metrics = self.tasks.metrics
-            for hostname in hostnames:
-                metrics.forget("hostname", hostname)
+            metrics.forget("hostname", hostnames)
             queues = exceptions = []
             caps = self.tasks.queue_names, self.tasks.exceptions
             if caps[0] is not None and queue_after > 0:
                 queues = caps[0].release_idle(now, queue_after, self.tasks.consumed)
-                for queue in queues:
-                    metrics.forget("queue_name", queue)
+                metrics.forget("queue_name", queues)
             if caps[1] is not None and exception_after > 0:
                 exceptions = caps[1].release_idle(now, exception_after)
-                for exception in exceptions:
-                    metrics.forget("exception", exception)
+                metrics.forget("exception", exceptions)
         return hostnames, queues, exceptions
 
     def housekeeping(self, now: float) -> None:

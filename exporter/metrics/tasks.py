@@ -11,7 +11,7 @@ Label sets:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -107,14 +107,19 @@ class TaskMetrics:
             histograms = [(h, h.snapshot()) for h in self.all if isinstance(h, LabelledHistogram)]
         return [c.family(v) for c, v in counters] + [h.family(v) for h, v in histograms]
 
-    def forget(self, label: str, value: str) -> int:
-        """Remove every series whose ``label`` is ``value``; returns how many."""
+    def forget(self, label: str, value: str | Collection[str]) -> int:
+        """Remove every series whose ``label`` is ``value`` (or one of several values: one
+        pass over the series for all of them, which a mass release after a flood of junk
+        labels needs); returns how many."""
+        gone = {value} if isinstance(value, str) else set(value)
+        if not gone:
+            return 0
         removed = 0
         for metric in self.all:
             if label in metric.labelnames:
                 position = metric.labelnames.index(label)
                 values: dict[tuple[str, ...], object] = metric.values  # type: ignore[assignment]
-                for labels in [k for k in values if k[position] == value]:
+                for labels in [k for k in values if k[position] in gone]:
                     if isinstance(metric, LabelledHistogram):
                         metric.remove(labels)
                     else:
