@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.connections import ConnectionTable
 from exporter.settings import (
     DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
     DEFAULT_WEB_MAX_CONNECTIONS,
@@ -301,12 +302,7 @@ def test_request_heads_over_the_size_limit_get_414_or_431(server: ExporterHTTPSe
     request += b"c" * (1024 - len(request) - 4) + b"\r\n\r\n"
     assert len(request) == 1024
     assert exchange(port, request).startswith(b"HTTP/1.1 200 ")
-    counted = {
-        s.labels["reason"]: s.value
-        for family in server.connections.collect()
-        for s in family.samples
-        if s.name.endswith("rejected_total")
-    }
+    counted = rejections(server.connections)
     assert counted["request_too_large"] == 2
 
 
@@ -352,11 +348,7 @@ def test_a_new_connection_is_refused_with_503_only_while_every_slot_is_busy(
     assert exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(
         b"HTTP/1.1 200 "
     )
-    samples = {
-        s.labels.get("reason", s.name): s.value
-        for family in server.connections.collect()
-        for s in family.samples
-    }
+    samples = rejections(server.connections)
     assert samples["full"] == 1
 
 
@@ -381,12 +373,18 @@ def test_when_full_the_slowest_head_makes_room_before_any_busy_request(
     finally:
         busy.close()
         slow.close()
-    samples = {
-        s.labels.get("reason", s.name): s.value
-        for family in server.connections.collect()
-        for s in family.samples
-    }
+    samples = rejections(server.connections)
     assert (samples["evicted"], samples["full"]) == (1, 0)
+
+
+def rejections(table: ConnectionTable) -> dict[str, float]:
+    """celery_exporter_http_connections_rejected_total by reason, from the table's collector."""
+    return {
+        s.labels["reason"]: s.value
+        for family in table.collect()
+        for s in family.samples
+        if s.name == "celery_exporter_http_connections_rejected_total"
+    }
 
 
 def closed(sock: socket.socket) -> bool:
@@ -444,11 +442,7 @@ def test_tls_handshakes_trickled_are_closed_to_make_room(tmp_path: Path) -> None
         for sock in tricklers:
             sock.close()
         http.stop()
-    samples = {
-        s.labels.get("reason", s.name): s.value
-        for family in http.connections.collect()
-        for s in family.samples
-    }
+    samples = rejections(http.connections)
     assert (samples["evicted"], samples["full"], samples["request_too_large"]) == (1, 0, 1)
 
 
@@ -482,11 +476,7 @@ def test_clients_that_do_not_read_are_closed_to_make_room(tmp_path: Path) -> Non
         for sock in stalled:
             sock.close()
         http.stop()
-    samples = {
-        s.labels.get("reason", s.name): s.value
-        for family in http.connections.collect()
-        for s in family.samples
-    }
+    samples = rejections(http.connections)
     assert (samples["evicted"], samples["full"]) == (1, 0)
 
 
