@@ -105,8 +105,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=["redis://localhost:6379/0"],
             show_default=True,
             help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
-            "amqp:// or amqps://. Repeat as NAME=URL to watch several brokers or virtual "
-            "hosts from one process, each labelled broker=NAME.",
+            "amqp://, amqps:// or sqs:// (queue depth only). Repeat as NAME=URL to watch "
+            "several brokers or virtual hosts from one process, each labelled broker=NAME.",
         ),
         click.option(
             "--broker-transport-option",

@@ -123,10 +123,10 @@ def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def _queue_severity(q: QueueView) -> str | None:
+def _queue_severity(q: QueueView, consumers_known: bool = True) -> str | None:
     """As diagnose judges the queue (findings.py): the row's highlight."""
     has_consumer = bool(q.consumers) or bool(q.broker_consumers)
-    if q.ready and not has_consumer:
+    if q.ready and not has_consumer and consumers_known:
         return CRITICAL  # routed to a queue nobody consumes, or no worker alive at all
     if q.ready >= BACKLOG_THRESHOLD:
         return WARNING
@@ -164,7 +164,7 @@ def _queues_html(obs: Observation) -> list[str]:
     if not obs.queues:
         return ["<p>No queue sampled yet.</p>"]
     ranked = sorted(
-        ((_queue_severity(q), q) for q in obs.queues),
+        ((_queue_severity(q, obs.task_events), q) for q in obs.queues),
         key=lambda sq: (_rank(sq[0]), -sq[1].ready, sq[1].name),
     )
     out = [
@@ -173,7 +173,9 @@ def _queues_html(obs: Observation) -> list[str]:
         "<th>consumers</th></tr></thead><tbody>"
     ]
     for severity, q in ranked:
-        if q.consumers:
+        if not obs.task_events:
+            consumers = f"not visible on {_e(obs.broker_kind)}"
+        elif q.consumers:
             consumers = ", ".join(f"<code>{_e(c)}</code>" for c in q.consumers)
         elif q.broker_consumers:
             consumers = f"{q.broker_consumers} (counted by the broker)"
@@ -247,10 +249,26 @@ def _broker_html(status: BrokerStatus, now: float) -> list[str]:
     out += ["<h3>Findings</h3>", *_findings_html(status.findings)]
     out.append(f"<h3>Queues ({len(obs.queues)})</h3>")
     out += _queues_html(obs)
+    if not obs.task_events:
+        out += _no_events_html(obs.broker_kind)
+        out.append("</section>")
+        return out
     out.append(f"<h3>Workers ({alive} alive" + (f", {down} down)" if down else ")") + "</h3>")
     out += _workers_html(status, now)
     out.append("</section>")
     return out
+
+
+def _no_events_html(kind: str) -> list[str]:
+    """In place of the workers and tasks, on a broker over which Celery sends no events."""
+    return [
+        "<h3>Workers and tasks</h3>",
+        f'<p class="notice"><span class="verdict info">not available on {_e(kind)}</span> '
+        f"Celery sends no task or worker events over {_e(kind)} and its workers answer no "
+        "remote control, so this exporter cannot see workers or tasks here: no task or "
+        "worker metrics, only the queue depth above (ready: visible messages; reserved: in "
+        "flight, received by a worker and not yet deleted).</p>",
+    ]
 
 
 def render(statuses: Sequence[BrokerStatus], now: float) -> str:

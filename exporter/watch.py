@@ -55,6 +55,9 @@ MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS = 60.0
 # line per tick, not one per hostname.
 MAX_WORKERS_LOGGED_PER_TICK = 5
 
+# Queue families known only from the workers' replies to remote control.
+NEEDS_WORKERS = frozenset({"celery_queue_worker_consumers"})
+
 # A metric collector's name (the `collector` label of its scrape metrics), what it
 # collects, and the lock (if any) to hold while it collects.
 Source = tuple[str, Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
@@ -165,6 +168,16 @@ class BrokerWatch:
         def queue_families() -> list[Metric]:
             return [*worker_reserved_family(self.dispatcher.reserved), *queues.collect()]
 
+        if not self.settings.broker.task_events:
+            # No events, no inspect replies (SQS): no task or worker series, and no consumer
+            # count, rather than zeros that read as "no worker alive" to the alerts.
+            def depth_only() -> list[Metric]:
+                return [f for f in queues.collect() if f.name not in NEEDS_WORKERS]
+
+            return [
+                ("health", self.health.collect, self.dispatcher.lock),
+                ("queues", depth_only, None),
+            ]
         return [
             ("tasks", self._task_families, None),
             ("workers", workers.collect, None),
@@ -182,14 +195,29 @@ class BrokerWatch:
         return families
 
     def ready(self) -> tuple[bool, str]:
+        if not self.settings.broker.task_events:
+            if self.health.broker_up:
+                return True, "sampling queues (no events on this broker)"
+            return False, "not connected to the broker"
         if self.consumer.consuming.is_set():
             return True, "consuming events"
         return False, "not connected to the broker"
 
     def start_collection(self, sample: bool = True) -> None:
-        """Consume events and ask workers (and sample queues on a clock unless told not to)."""
-        self.consumer.start()
-        self.control.start()
+        """Consume events and ask workers, where the broker has them (and sample queues on
+        a clock unless told not to)."""
+        broker = self.settings.broker
+        if broker.task_events:
+            self.consumer.start()
+        else:
+            log.warning(
+                "%sCelery sends no task or worker events over %s and takes no remote control "
+                "commands: only queue depth is exported (no task or worker metrics)",
+                self.display_name,
+                broker.name,
+            )
+        if broker.remote_control:
+            self.control.start()
         if sample:
             self.queue_sampler.start()
 
@@ -197,6 +225,9 @@ class BrokerWatch:
         """One turn of the clock: liveness, purge, tracker ageing, idle names."""
         now = self.clock()
         prefix = self.display_name
+        if not self.settings.broker.task_events:
+            # No event connection to say so: the broker is up while its queues are sampled.
+            self.health.set_broker_up(self.queue_sampler.up(now), now)
         down, purged, events_off = self.workers.sweep(now)
         _log_some(
             logging.WARNING, down, "%sworker %s is down: heartbeats overdue", prefix,

@@ -9,7 +9,9 @@
       name: "celery.alerts",
       rules: [
         // --- queues and workers: incidents 01, 03, 04 -------------------------------------
-        // Per broker (an exporter may watch several, labelled broker=NAME).
+        // Per broker (an exporter may watch several, labelled broker=NAME). Consumers and
+        // completions are known only where the exporter sees the workers: the queue has a
+        // celery_queue_worker_consumers series (not on SQS: no events, no remote control).
         {
           alert: "CeleryBacklogNoWorkers",
           expr: |||
@@ -31,6 +33,7 @@
           alert: "CeleryQueueNoConsumer",
           expr: |||
             celery_queue_messages%(sel)s > 0
+              and on (%(cluster)sbroker, queue_name) celery_queue_worker_consumers%(sel)s
               unless on (%(cluster)sbroker, queue_name) (
                 celery_queue_worker_consumers%(sel)s > 0 or celery_queue_broker_consumers%(sel)s > 0
               )
@@ -67,6 +70,7 @@
           expr: |||
             (celery_queue_messages%(sel)s > 0)
               and on (%(cluster)sbroker, queue_name) (delta(celery_queue_messages%(sel)s[5m]) >= 0)
+              and on (%(cluster)sbroker, queue_name) celery_queue_worker_consumers%(sel)s
               unless on (%(cluster)sbroker, queue_name) (celery:queue_completed:rate5m > 0)
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,

@@ -27,6 +27,7 @@ from tests.support.exporter import ExporterProcess
 from tests.support.processes import install_sigterm_cleanup
 from tests.support.redis_monitor import SESSION, session_recorder_enabled
 from tests.support.servers import RabbitMQServer, RedisServer, ServerBinaryMissing
+from tests.support.sqs import MotoSqsServer
 from tests.support.workers import CeleryWorker, Producer
 
 # Database 0 is left alone (handy for poking around by hand); tests take 1..15 in turn.
@@ -59,6 +60,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
     server = _make_server(RabbitMQServer, tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoSqsServer]:
+    """moto's SQS server, standing in for Amazon SQS (tests/support/sqs.py)."""
+    server = MotoSqsServer(tmp_path_factory.mktemp("sqs"))
     server.start()
     try:
         yield server

@@ -12,6 +12,7 @@ from celery import Celery
 from exporter.brokers import BROKERS, SCHEMES, bounded_connection, for_url
 from exporter.brokers.amqp import AMQP
 from exporter.brokers.redis import REDIS
+from exporter.brokers.sqs import SQS
 from exporter.settings import Settings, parse_broker_url
 from exporter.sources.base import QueueSample
 from exporter.sources.rabbitmq_queues import RabbitMQQueueSource
@@ -31,6 +32,8 @@ EXPORTER = Path(__file__).resolve().parents[1] / "exporter"
         ("amqp://guest:guest@h:5672//", AMQP),
         ("amqps://h:5671/vhost", AMQP),
         ("pyamqp://h//", AMQP),
+        ("sqs://", SQS),
+        ("sqs://AKIA:secret@localhost:4566", SQS),
     ],
 )
 def test_every_scheme_has_its_broker(url: str, broker: object) -> None:
@@ -42,20 +45,22 @@ def test_an_unknown_scheme_names_the_supported_ones() -> None:
     with pytest.raises(ValueError) as raised:
         parse_broker_url("kafka://h:9092")
     assert str(raised.value) == (
-        "unsupported scheme 'kafka'; use one of redis, rediss, sentinel, amqp, amqps, pyamqp"
+        "unsupported scheme 'kafka'; use one of redis, rediss, sentinel, amqp, amqps, pyamqp, sqs"
     )
-    assert SCHEMES == ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+    assert SCHEMES == ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "sqs")
 
 
 def test_capabilities_and_what_a_queue_sample_holds() -> None:
     fields = set(QueueSample.__dataclass_fields__)
     for broker in BROKERS:
+        events = broker is not SQS  # Celery has no broadcast on SQS
         assert (broker.task_events, broker.remote_control, broker.queue_sampling) == (
-            True,
-            True,
+            events,
+            events,
             True,
         )
         assert broker.queue_sample_holds <= fields, broker.name
+    assert SQS.queue_sample_holds == {"ready", "reserved"}
     assert REDIS.queue_sample_holds == fields - {"broker_consumers"}
     assert AMQP.queue_sample_holds == {"ready", "broker_consumers"}
 
@@ -102,3 +107,38 @@ def test_no_module_outside_brokers_decides_the_kind_from_the_url() -> None:
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(EXPORTER)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_how_to_add_a_broker_recipe_matches_the_code() -> None:
+    """docs/architecture.md's recipe, with SQS as its worked example, names what exists."""
+    text = (EXPORTER.parent / "docs" / "architecture.md").read_text()
+    recipe = text.split("## How to add a broker", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([^`\s]+)`", recipe))
+    # Every file it names exists (exporter/ paths relative to the package, tests/ to the repo).
+    for path in {n for n in named if n.endswith(".py") and "<" not in n}:
+        root = EXPORTER.parent if path.startswith("tests/") else EXPORTER
+        assert (root / path).is_file() or (EXPORTER.parent / path).is_file(), path
+    # The Broker members it lists are the Broker's, and the QueueSource's are the protocol's.
+    from exporter.brokers.base import Broker
+    from exporter.sources.base import QueueSource
+
+    members = ("name", "schemes", "task_events", "remote_control", "queue_sampling")
+    for member in (*members, "queue_sample_holds", "option_checks", "socket_timeouts"):
+        assert member in named, member
+        assert hasattr(Broker, member) or member in Broker.__annotations__, member
+    for method in ("queue_source", "event_reader", "app_transport_options", "connect"):
+        assert hasattr(Broker, method)
+    assert {"queue_source", "event_reader"} <= named
+    for member in ("sample(queues)", "close()"):
+        assert member in named and hasattr(QueueSource, member.split("(")[0])
+    # Every broker is a module of brokers/ and named in BROKERS; the worked example's values.
+    for broker in BROKERS:
+        assert type(broker).__module__.startswith("exporter.brokers.")
+    assert "brokers/sqs.py" in named and "sources/sqs_queues.py" in named
+    assert (SQS.task_events, SQS.remote_control) == (False, False)
+    assert 'queue_sample_holds = {"ready", "reserved"}' in " ".join(recipe.split())
+    assert SQS.queue_sample_holds == {"ready", "reserved"}
+    assert {"region", "queue_name_prefix", "predefined_queues", "client-config"} <= set(
+        SQS.option_checks
+    )
+    assert isinstance(SQS.socket_timeouts(1.0)["client-config"], dict)

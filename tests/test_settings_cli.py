@@ -191,8 +191,9 @@ def test_parsers() -> None:
     }
     assert parse_buckets("0.5, 1, +Inf") == (0.5, 1.0)
     assert parse_broker_url("sentinel://h1:26379;sentinel://h2:26379").startswith("sentinel")
+    assert parse_broker_url("sqs://") == "sqs://"
     with pytest.raises(ValueError, match="unsupported scheme"):
-        parse_broker_url("sqs://")
+        parse_broker_url("kafka://h:9092")
 
 
 def test_several_named_brokers_with_scoped_options() -> None:

@@ -13,12 +13,13 @@ from urllib.parse import urlsplit
 from exporter.brokers.amqp import AMQP
 from exporter.brokers.base import Broker
 from exporter.brokers.redis import REDIS
+from exporter.brokers.sqs import SQS
 
 if TYPE_CHECKING:
     from celery import Celery
     from kombu.connection import Connection
 
-BROKERS: tuple[Broker, ...] = (REDIS, AMQP)
+BROKERS: tuple[Broker, ...] = (REDIS, AMQP, SQS)
 SCHEMES: tuple[str, ...] = tuple(scheme for broker in BROKERS for scheme in broker.schemes)
 _BY_SCHEME = {scheme: broker for broker in BROKERS for scheme in broker.schemes}
 

@@ -1,6 +1,6 @@
 """What a broker is to the exporter: what it can do, and the parts it provides.
 
-Each broker kind is one module of this package (redis.py, amqp.py) holding one ``Broker``;
+Each broker kind is one module of this package (redis.py, amqp.py, sqs.py) holding one ``Broker``;
 the rest of the exporter asks that object (``exporter.brokers.for_url``), never the URL's
 scheme. Adding a broker is adding a module here and naming it in ``__init__.py``.
 """
@@ -45,7 +45,7 @@ class Broker(ABC):
         return options
 
     @abstractmethod
-    def socket_timeouts(self, timeout: float) -> dict[str, float]:
+    def socket_timeouts(self, timeout: float) -> dict[str, Any]:
         """Transport options that bound every blocking socket operation to ``timeout``."""
 
     @abstractmethod

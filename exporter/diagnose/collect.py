@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from exporter.brokers import bounded_connection
 from exporter.diagnose.errors import explain_connection_error
 from exporter.diagnose.findings import Observation
 from exporter.diagnose.observe import observation_of
@@ -14,7 +15,7 @@ EVENTS_GRACE_SECONDS = 3.0
 
 
 def check_broker(exporter: BrokerWatch, timeout: float) -> tuple[bool, str | None, str | None]:
-    conn = exporter.app.connection_for_read(connect_timeout=timeout)
+    conn = bounded_connection(exporter.app, timeout)
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
         # Redis connects lazily: opening a channel makes it talk.
@@ -33,6 +34,8 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
     if not ok:
         return Observation(broker_ok=False, broker_error=error, broker_error_kind=kind)
     exporter.start_collection(sample=False)
+    if not settings.broker.task_events:
+        window = 0.0  # no events to listen to: the queues are all there is
     try:
         deadline = time.monotonic() + window
         while time.monotonic() < deadline:

@@ -50,6 +50,10 @@ class Observation:
     delayed_total: int | None = None
     # Redis: workers whose priority_steps/sep (inspect conf) differ from the exporter's.
     worker_priority_layouts: dict[str, PriorityMismatch] = field(default_factory=dict)
+    # The broker's kind, and whether Celery sends events and answers remote control over
+    # it (not on SQS: then nothing is known of workers or consumers).
+    broker_kind: str = ""
+    task_events: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
             "fix the broker address, credentials or network; workers are cut off too",
         ))  # fmt: skip
         return found
+
+    if not obs.task_events:
+        return queue_only_findings(obs, backlog_threshold)
 
     alive = [w for w in obs.workers if w.alive]
     waiting = sum(q.ready for q in obs.queues)
@@ -161,6 +168,31 @@ def findings(obs: Observation, backlog_threshold: int = 100) -> list[Finding]:
                 "if it is a beat task: is beat running twice? run exactly one beat",
             ))  # fmt: skip
 
+    found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return found
+
+
+def queue_only_findings(obs: Observation, backlog_threshold: int) -> list[Finding]:
+    """A broker without events (SQS): what it cannot show, and the backlogs it can."""
+    found = [
+        Finding(
+            INFO,
+            f"no task or worker events on {obs.broker_kind}: queue depth only",
+            f"Celery has no broadcast on {obs.broker_kind}: workers send no events and "
+            "answer no remote control (inspect), so tasks, workers and consumers cannot be "
+            "seen; the exporter reports queue depth",
+            "watch the queues here; for task and worker metrics, run Celery on Redis or RabbitMQ",
+        )
+    ]
+    for q in obs.queues:
+        if q.ready >= backlog_threshold:
+            found.append(Finding(
+                WARNING,
+                f"queue `{q.name}` holds {_fmt(q.ready)} messages",
+                "workers are not keeping up, or none consumes it (on "
+                f"{obs.broker_kind} the exporter cannot see the workers)",
+                f"check that workers consume `{q.name}` (-Q) and add workers or concurrency",
+            ))  # fmt: skip
     found.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return found
 

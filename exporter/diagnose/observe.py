@@ -85,4 +85,6 @@ def observation_of(
         queues=queues,
         senders=senders,
         window_seconds=window,
+        broker_kind=watch.settings.broker.name,
+        task_events=watch.settings.broker.task_events,
     )

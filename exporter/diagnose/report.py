@@ -25,7 +25,9 @@ def _count(n: int | None) -> str:
 def _legend(obs: Observation) -> list[str]:
     """What a "-" in the queue table means, when one is printed."""
     unknown = []
-    if any(q.ready and q.oldest_age is None for q in obs.queues):
+    if not obs.task_events:
+        unknown.append(f"oldest: {obs.broker_kind} does not tell")
+    elif any(q.ready and q.oldest_age is None for q in obs.queues):
         unknown.append(
             "oldest: the next message's task-sent event was not seen (producers need "
             "task_send_sent_event = True)"
@@ -41,13 +43,19 @@ def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
         lines += ["", f"Broker    UNREACHABLE ({obs.broker_error_kind})"]
     else:
         alive = [w for w in obs.workers if w.alive]
+        listened = (
+            f"(listened to events for {obs.window_seconds:g} s)"
+            if obs.task_events
+            else f"(queues only: Celery sends no events over {obs.broker_kind})"
+        )
         lines += [
-            f"(listened to events for {obs.window_seconds:g} s)",
+            listened,
             "",
             "Broker    reachable",
             "",
             f"Workers   {len(alive)} alive" + (f", {len(obs.workers) - len(alive)} down"
-                                                if len(obs.workers) > len(alive) else ""),
+                                                if len(obs.workers) > len(alive) else "")
+            if obs.task_events else f"Workers   not visible on {obs.broker_kind}",
         ]  # fmt: skip
         for w in obs.workers:
             events = {True: "on", False: "OFF", None: "unknown (idle)"}[w.task_events]
@@ -68,6 +76,8 @@ def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
                 consumers = ", ".join(q.consumers) or (
                     f"{q.broker_consumers} (broker)" if q.broker_consumers else "(none)"
                 )
+                if not obs.task_events:
+                    consumers = "(not visible)"
                 lines.append(
                     f"  {q.name:<{width}} {_count(q.ready):>9} {_count(q.reserved):>9} "
                     f"{_age(q.oldest_age):>7}  {consumers}"
@@ -79,9 +89,8 @@ def text_report(obs: Observation, found: list[Finding], broker: str) -> str:
         else:
             lines.append("  (none found)")
         if obs.delayed_total is not None:
-            lines.append(
-                f"  scheduled for later (native delayed delivery): {_count(obs.delayed_total)}"
-            )
+            how_delayed = "native delayed delivery" if obs.task_events else "DelaySeconds"
+            lines.append(f"  scheduled for later ({how_delayed}): {_count(obs.delayed_total)}")
     lines += ["", "Findings"]
     if not found:
         lines.append("  none: healthy")

@@ -1,0 +1,138 @@
+"""Where Amazon SQS queue depth is read: ``GetQueueAttributes``, one request per queue.
+
+Through kombu's own SQS channel (``channel.sqs()``), so credentials, region, endpoint,
+``queue_name_prefix``, ``predefined_queues`` and STS roles mean what they mean to the workers.
+Per queue, SQS's approximate counts:
+
+- ``ApproximateNumberOfMessages``: visible, waiting for a worker (``QueueSample.ready``);
+- ``ApproximateNumberOfMessagesNotVisible``: in flight, received by a worker and not deleted
+  (acknowledged) yet, until its visibility timeout (``QueueSample.reserved``);
+- ``ApproximateNumberOfMessagesDelayed``: sent with ``DelaySeconds`` and not due yet (summed
+  over the queues into ``BrokerSample.delayed_total``).
+
+Queues: the ones asked for, Celery's default queue, and, when the workers use a
+``queue_name_prefix``, every queue ``ListQueues`` finds under it (the prefix is what sets a
+Celery cluster's queues apart from the account's others). kombu names a Celery queue on SQS
+``prefix + name`` with ``.`` turned into ``-`` and other punctuation into ``_``; a queue
+found by listing is labelled with that SQS name less the prefix, unless a queue asked for
+has the same SQS name (then the name asked for, dots and all). Sampling only reads: it never
+creates, receives from or deletes from a queue.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kombu.connection import Connection
+
+from exporter.sources.base import BrokerSample, QueueSample
+
+ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+# Celery's task_default_queue: watched even before anything names it.
+DEFAULT_QUEUE = "celery"
+# Queues kombu makes for remote control and events (unused on SQS, but a cluster that once
+# tried may have them): never task queues.
+_NOT_TASK_QUEUES = ("celery-pidbox", "reply-celery-pidbox", "celeryev")
+
+
+def is_task_queue(sqs_name: str) -> bool:
+    return not any(sqs_name.startswith(name) for name in _NOT_TASK_QUEUES)
+
+
+class SqsQueueSource:
+    name = "sqs"
+
+    def __init__(self, timeout: float, connect: Callable[[], Connection]) -> None:
+        """``connect``: a connection with bounded client timeouts (brokers/sqs.py gives it)."""
+        self.timeout = timeout
+        self._connect = connect
+        self._conn: Connection | None = None
+
+    def _channel(self) -> Any:
+        if importlib.util.find_spec("boto3") is None:
+            raise RuntimeError("boto3 is not installed: pip install celery-metrics-exporter[sqs]")
+        if self._conn is None:
+            self._conn = self._connect()
+        # kombu's SQS channel lists the queues under the prefix when it opens: a broker
+        # that does not answer (or refuses the credentials) fails here.
+        return self._conn.default_channel
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:
+                pass
+
+    def sample(self, queues: list[str]) -> BrokerSample:
+        try:
+            return self._sample(self._channel(), queues)
+        except Exception:
+            self.close()
+            raise
+
+    def _sample(self, channel: Any, queues: list[str]) -> BrokerSample:
+        sample = BrokerSample(delayed_total=0)
+        prefix: str = channel.queue_name_prefix
+        # SQS name -> (label, URL or None until looked up)
+        found: dict[str, tuple[str, str | None]] = {}
+        for listed, listed_url in self._listed(channel, prefix):
+            if is_task_queue(listed):
+                found[listed_url.rsplit("/", 1)[-1]] = (listed, listed_url)
+        for queue in [DEFAULT_QUEUE, *queues]:
+            sqs_name = channel.canonical_queue_name(queue)
+            label, url = found.get(sqs_name, (queue, None))
+            # The name asked for keeps the dots kombu turned into dashes.
+            if label == sqs_name[len(prefix) :]:
+                label = queue
+            found[sqs_name] = (label, url)
+        for sqs_name, (label, known_url) in sorted(found.items()):
+            counts = self._counts(channel, label, sqs_name, known_url)
+            if counts is None:  # absent: nothing waits there
+                sample.queues[label] = QueueSample(ready=0, reserved=0)
+                continue
+            visible, in_flight, delayed = counts
+            sample.queues[label] = QueueSample(ready=visible, reserved=in_flight)
+            sample.listed_queues.add(label)
+            sample.delayed_total = (sample.delayed_total or 0) + delayed
+        return sample
+
+    def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
+        """(label, URL) of the cluster's queues: the predefined ones, or those under the
+        prefix."""
+        predefined: dict[str, dict[str, Any]] = channel.predefined_queues
+        if predefined:
+            return [(name, q["url"]) for name, q in predefined.items()]
+        if not prefix:
+            return []  # the whole account's queues are not the cluster's
+        pages = channel.sqs().get_paginator("list_queues")
+        urls = [
+            url
+            for page in pages.paginate(QueueNamePrefix=prefix, PaginationConfig={"PageSize": 1000})
+            for url in page.get("QueueUrls", [])
+        ]
+        return [(url.rsplit("/", 1)[-1][len(prefix) :], url) for url in urls]
+
+    def _counts(
+        self, channel: Any, label: str, sqs_name: str, url: str | None
+    ) -> tuple[int, int, int] | None:
+        """(visible, in flight, delayed), None when the queue does not exist."""
+        predefined = channel.predefined_queues
+        client = channel.sqs(queue=label) if label in predefined else channel.sqs()
+        try:
+            if url is None:
+                url = client.get_queue_url(QueueName=sqs_name)["QueueUrl"]
+            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=list(ATTRIBUTES))[
+                "Attributes"
+            ]
+        except client.exceptions.QueueDoesNotExist:
+            return None
+        visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in ATTRIBUTES)
+        return visible, in_flight, delayed
