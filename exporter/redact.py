@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 # scheme://user:password@host  or  scheme://:password@host  or  scheme://token@host
-# The userinfo runs to the last "@" before the host: passwords may contain "@" themselves.
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s;]+)@")
+# The userinfo runs to the last "@" before the host: passwords may contain "@" themselves,
+# and "/" after the ":" (an AWS secret key pasted into sqs:// without URL-quoting).
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s;:@]*:[^\s;]+|[^/\s;]+)@"
+)
 
 
 def _mask(match: re.Match[str]) -> str:

@@ -30,4 +30,7 @@ def test_log_formatters_never_print_credentials() -> None:
 
 def test_passwords_containing_at_signs_are_masked_whole() -> None:
     assert redact_url("amqp://user:p@ss@host//") == "amqp://user:***@host//"
+    # An AWS secret key pasted without URL-quoting: "/" and "+" are part of the secret.
+    assert redact_url("sqs://AKIA1:ab/cd+ef/gh@") == "sqs://AKIA1:***@"
+    assert redact_url("sqs://AKIA1:ab%2Fcd@127.0.0.1:4566") == "sqs://AKIA1:***@127.0.0.1:4566"
     assert "p@ss" not in redact_text("lost amqp://user:p@ss@host// and redis://:x@y@h:1/0")

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from celery import Celery
@@ -18,9 +19,10 @@ from celery import Celery
 from exporter.brokers import for_url
 from exporter.brokers.sqs import SQS
 from exporter.settings import Settings
-from exporter.sources.sqs_queues import SqsQueueSource
+from exporter.sources.sqs_queues import SqsQueueSource, is_task_queue
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.metrics import label_values, value
+from tests.support.ports import free_port
 from tests.support.sqs import ACCESS_KEY, REGION, SECRET_KEY, MotoSqsServer, unique_prefix
 from tests.support.waiting import wait_for
 
@@ -178,6 +180,48 @@ def test_named_queues_are_read_without_a_prefix_and_absent_ones_are_zero(
     assert queues[f"{prefix}absent"] == (0, 0)
     assert set(queues) == {"celery", f"{prefix}reports.daily", f"{prefix}absent"}
     assert f"{prefix}absent" not in sample.listed_queues
+
+
+def test_an_unreachable_endpoint_is_broker_down_and_the_daemon_keeps_serving(
+    tmp_path: Any,
+) -> None:
+    closed = free_port()  # nothing listens there
+    url = f"sqs://{ACCESS_KEY}:{quote(SECRET_KEY, safe='')}@127.0.0.1:{closed}"
+    exporter = ExporterProcess(url, tmp_path, broker_url_in_env=True)
+    exporter.start(wait_ready=False)
+    try:
+        wait_for(lambda: "sampling sqs queues failed" in exporter.log(), 30.0)
+        samples = exporter.scrape()
+        assert value(samples, "celery_exporter_broker_up") == 0.0
+        assert value(samples, "celery_exporter_source_up", source="sqs") == 0.0
+        assert exporter.status("/readyz") == 503
+        status, page = exporter.get("/")
+        assert status == 200 and "UNREACHABLE" in page and NOTICE in page
+        log = exporter.log()
+        assert log.count("sampling sqs queues failed") == 1, log  # once per outage
+        for text in (log, page):
+            assert SECRET_KEY not in text and "NeverShown" not in text
+    finally:
+        exporter.stop()
+
+
+def test_events_and_remote_control_queues_are_not_task_queues() -> None:
+    app = Celery(broker="sqs://", set_as_current=False)
+    channel_names = [
+        "celeryev.0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
+        "worker1@host.celery.pidbox",
+        "reply.celery.pidbox",
+    ]
+    with app.connection_for_read() as conn:
+        translate = conn.transport.Channel.entity_name  # kombu's SQS spelling
+        spelt = [translate(None, name) for name in channel_names]
+    assert spelt == [
+        "celeryev-0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
+        "worker1_host-celery-pidbox",
+        "reply-celery-pidbox",
+    ]
+    assert not any(is_task_queue(name) for name in spelt)
+    assert all(is_task_queue(name) for name in ("celery", "video-encode", "celery-dlq"))
 
 
 def test_an_unreachable_endpoint_fails_the_sample_within_the_timeout() -> None:

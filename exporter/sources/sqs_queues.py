@@ -36,13 +36,13 @@ ATTRIBUTES = (
 )
 # Celery's task_default_queue: watched even before anything names it.
 DEFAULT_QUEUE = "celery"
-# Queues kombu makes for remote control and events (unused on SQS, but a cluster that once
-# tried may have them): never task queues.
-_NOT_TASK_QUEUES = ("celery-pidbox", "reply-celery-pidbox", "celeryev")
 
 
-def is_task_queue(sqs_name: str) -> bool:
-    return not any(sqs_name.startswith(name) for name in _NOT_TASK_QUEUES)
+def is_task_queue(name: str) -> bool:
+    """Not one of the queues kombu makes for events (``celeryev.<uuid>``) or remote control
+    (``<hostname>.celery.pidbox``, ``reply.celery.pidbox``), in their SQS spelling: unused on
+    SQS, but a cluster that once tried may have them."""
+    return not (name.startswith("celeryev") or name.endswith("celery-pidbox"))
 
 
 class SqsQueueSource:
