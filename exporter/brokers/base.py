@@ -2,7 +2,8 @@
 
 Each broker kind is one module of this package (redis.py, amqp.py, sqs.py) holding one ``Broker``;
 the rest of the exporter asks that object (``exporter.brokers.for_url``), never the URL's
-scheme. Adding a broker is adding a module here and naming it in ``__init__.py``.
+scheme. Adding a broker is adding a module here (and its queue source in ``sources/``) and
+naming it in ``__init__.py``: docs/architecture.md, "How to add a broker".
 """
 
 from __future__ import annotations
