@@ -384,10 +384,10 @@
       ),
       stat(
         "Queue sampling",
-        "Did the latest sample of the broker's queues succeed (per source, redis or "
+        "Did the latest sample of the broker's queues succeed (on any replica; per source, redis or "
         + "rabbitmq, and per broker)? DOWN: queue panels show the last good values (see the"
         + " sample age next to this); the exporter logs the error once per outage.",
-        "min by (broker, source) (" + (sel("celery_exporter_source_up")) + ")",
+        "max by (broker, source) (" + (sel("celery_exporter_source_up")) + ")",
         "none",
         thresholds("red", [[1, "green"]]),
         mappings=UP_DOWN,
