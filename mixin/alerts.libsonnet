@@ -15,8 +15,8 @@
         {
           alert: "CeleryBacklogNoWorkers",
           expr: |||
-            sum by (%(cluster)sbroker) (celery_queue_messages%(sel)s) > 0
-              and on (%(cluster)sbroker) (celery_workers_online%(sel)s == 0)
+            sum by (%(cluster)sbroker) (%(replicaMax)s (celery_queue_messages%(sel)s)) > 0
+              and on (%(cluster)sbroker) (%(replicaMax)s (celery_workers_online%(sel)s) == 0)
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryBacklogNoWorkers,
@@ -32,7 +32,7 @@
         {
           alert: "CeleryQueueNoConsumer",
           expr: |||
-            celery_queue_messages%(sel)s > 0
+            %(replicaMax)s (celery_queue_messages%(sel)s) > 0
               and on (%(cluster)sbroker, queue_name) celery_queue_worker_consumers%(sel)s
               unless on (%(cluster)sbroker, queue_name) (
                 celery_queue_worker_consumers%(sel)s > 0 or celery_queue_broker_consumers%(sel)s > 0
@@ -52,7 +52,7 @@
         {
           alert: "CeleryQueueBacklogHigh",
           expr: |||
-            celery_queue_messages%(sel)s > %(queueBacklogHighMessages)s
+            %(replicaMax)s (celery_queue_messages%(sel)s) > %(queueBacklogHighMessages)s
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueBacklogHigh,
@@ -68,8 +68,8 @@
         {
           alert: "CeleryQueueNotDraining",
           expr: |||
-            (celery_queue_messages%(sel)s > 0)
-              and on (%(cluster)sbroker, queue_name) (delta(celery_queue_messages%(sel)s[5m]) >= 0)
+            (%(replicaMax)s (celery_queue_messages%(sel)s) > 0)
+              and on (%(cluster)sbroker, queue_name) (%(replicaMax)s (delta(celery_queue_messages%(sel)s[5m])) >= 0)
               and on (%(cluster)sbroker, queue_name) celery_queue_worker_consumers%(sel)s
               unless on (%(cluster)sbroker, queue_name) (celery:queue_completed:rate5m > 0)
               unless on (%(cluster)sbroker) celery:broker_down:max5m
@@ -87,7 +87,7 @@
         {
           alert: "CeleryQueueOldestMessageTooOld",
           expr: |||
-            celery_queue_oldest_message_age_seconds%(sel)s > %(oldestMessageAgeSeconds)s
+            %(replicaMax)s (celery_queue_oldest_message_age_seconds%(sel)s) > %(oldestMessageAgeSeconds)s
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueOldestMessageTooOld,
@@ -104,7 +104,7 @@
         {
           alert: "CeleryWorkerFlapping",
           expr: |||
-            increase(celery_worker_online_total%(sel)s[%(workerFlappingWindow)s]) >= %(workerFlappingOnlines)s
+            %(replicaMax)s (increase(celery_worker_online_total%(sel)s[%(workerFlappingWindow)s])) >= %(workerFlappingOnlines)s
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           labels: {
@@ -119,7 +119,7 @@
         {
           alert: "CeleryWorkerLost",
           expr: |||
-            (celery_worker_up%(sel)s == 0)
+            (%(replicaMax)s (celery_worker_up%(sel)s) == 0)
               unless on (%(cluster)sbroker, hostname) (increase(celery_worker_offline_total%(sel)s[1h]) > 0)
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
@@ -136,7 +136,8 @@
         {
           alert: "CeleryAllWorkersGone",
           expr: |||
-            celery_workers_online%(sel)s == 0 and max_over_time(celery_workers_online%(sel)s[1h]) > 0
+            %(replicaMax)s (celery_workers_online%(sel)s) == 0
+              and %(replicaMax)s (max_over_time(celery_workers_online%(sel)s[1h])) > 0
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryAllWorkersGone,
@@ -151,7 +152,7 @@
         },
         {
           alert: "CeleryWorkerMemoryHigh",
-          expr: "celery_worker_max_rss_bytes%(sel)s > %(workerMemoryHighBytes)s" % cfg,
+          expr: "%(replicaMax)s (celery_worker_max_rss_bytes%(sel)s) > %(workerMemoryHighBytes)s" % cfg,
           'for': cfg.alertFor.CeleryWorkerMemoryHigh,
           labels: {
             severity: "warning",
@@ -165,7 +166,7 @@
         {
           alert: "CeleryWorkerEventsDisabled",
           expr: |||
-            celery_worker_task_events_enabled%(sel)s == 0
+            %(replicaMax)s (celery_worker_task_events_enabled%(sel)s) == 0
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryWorkerEventsDisabled,
@@ -199,7 +200,7 @@
           alert: "CeleryTaskRetriesSurging",
           expr: |||
             celery:task_retry_ratio:rate5m > %(taskRetryRatio)s
-              and on (%(cluster)sbroker, name) sum by (%(cluster)sbroker, name) (rate(celery_task_retried_total%(sel)s[5m])) > %(taskRetryMinPerSecond)s
+              and on (%(cluster)sbroker, name) sum by (%(cluster)sbroker, name) (%(replicaMax)s (rate(celery_task_retried_total%(sel)s[5m]))) > %(taskRetryMinPerSecond)s
           ||| % cfg,
           'for': cfg.alertFor.CeleryTaskRetriesSurging,
           labels: {
@@ -213,7 +214,7 @@
         },
         {
           alert: "CeleryTaskStuck",
-          expr: "time() - celery_task_oldest_running_start_timestamp_seconds%(sel)s > %(taskStuckSeconds)s" % cfg,
+          expr: "time() - min without (%(replicaBy)s) (celery_task_oldest_running_start_timestamp_seconds%(sel)s) > %(taskStuckSeconds)s" % cfg,
           labels: {
             severity: "warning",
           },
@@ -233,11 +234,11 @@
         {
           alert: "CeleryPeriodicTaskMissed",
           expr: |||
-            (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
-              > %(periodicMissedIntervals)s * celery_task_arrival_interval_seconds%(sel)s
-            and on (%(cluster)sbroker, name) celery_task_senders%(sel)s == 1
-            and on (%(cluster)sbroker, name) celery_task_arrival_regular%(sel)s == 1
-            and on (%(cluster)sbroker, name) celery_task_arrival_interval_seconds%(sel)s <= %(periodicMaxIntervalSeconds)s
+            min without (%(replicaBy)s) (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
+              > %(periodicMissedIntervals)s * %(replicaMax)s (celery_task_arrival_interval_seconds%(sel)s)
+            and on (%(cluster)sbroker, name) %(replicaMax)s (celery_task_senders%(sel)s) == 1
+            and on (%(cluster)sbroker, name) %(replicaMax)s (celery_task_arrival_regular%(sel)s) == 1
+            and on (%(cluster)sbroker, name) %(replicaMax)s (celery_task_arrival_interval_seconds%(sel)s) <= %(periodicMaxIntervalSeconds)s
             unless on (%(cluster)sbroker, name) celery_beat_schedule_interval_seconds%(sel)s
             unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
@@ -256,7 +257,7 @@
         {
           alert: "CeleryScheduledTaskMissed",
           expr: |||
-            (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
+            min without (%(replicaBy)s) (timestamp(celery_task_last_arrival_timestamp_seconds%(sel)s) - celery_task_last_arrival_timestamp_seconds%(sel)s)
               > on (%(cluster)sbroker, name) group_left %(scheduledMissedIntervals)s * max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
@@ -276,7 +277,7 @@
             max by (%(cluster)sbroker, name) (celery_task_arrival_interval_seconds%(sel)s)
               < on (%(cluster)sbroker, name) %(beatTwiceIntervalRatio)s * max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
             or on (%(cluster)sbroker, name) (
-              celery_task_senders%(sel)s > 1
+              %(replicaMax)s (celery_task_senders%(sel)s) > 1
                 and on (%(cluster)sbroker, name) max by (%(cluster)sbroker, name) (celery_beat_schedule_interval_seconds%(sel)s)
             )
           ||| % cfg,
@@ -293,21 +294,21 @@
         // --- broker and exporter -----------------------------------------------------------
         {
           alert: "CeleryBrokerUnreachable",
-          expr: "celery_exporter_broker_up%(sel)s == 0" % cfg,
+          expr: "%(replicaMax)s (celery_exporter_broker_up%(sel)s) == 0" % cfg,
           'for': cfg.alertFor.CeleryBrokerUnreachable,
           labels: {
             severity: "critical",
           },
           annotations: {
             summary: "The exporter cannot reach the Celery broker",
-            description: "celery-metrics-exporter on {{ $labels.instance }} has been disconnected from the broker for a minute; workers are probably cut off too.",
+            description: "No replica of celery-metrics-exporter has reached the broker for a minute; workers are probably cut off too.",
             runbook_url: cfg.runbookURLBase + '#celerybrokerunreachable',
           },
         },
         {
           alert: "CeleryQueueSamplingFailing",
           expr: |||
-            celery_exporter_source_up%(sel)s == 0
+            %(replicaMax)s (celery_exporter_source_up%(sel)s) == 0
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueSamplingFailing,
@@ -320,17 +321,52 @@
             runbook_url: cfg.runbookURLBase + '#celeryqueuesamplingfailing',
           },
         },
+        // Every replica of a cluster's exporter gone: none was ever scraped (absent), or a
+        // cluster whose exporter Prometheus had in the last hour has none now (one alert per
+        // cluster, however many replicas it ran).
         {
           alert: "CeleryExporterAbsent",
-          expr: "absent(celery_exporter_build_info%(sel)s)" % cfg,
+          expr: |||
+            absent(celery_exporter_build_info%(sel)s)
+              or (
+                group by (%(clusterBy)s) (max_over_time(celery_exporter_build_info%(sel)s[1h]))
+                  unless on (%(clusterBy)s) celery_exporter_build_info%(sel)s
+              )
+          ||| % cfg,
           'for': cfg.alertFor.CeleryExporterAbsent,
           labels: {
             severity: "critical",
           },
           annotations: {
             summary: "celery-metrics-exporter is down or not scraped",
-            description: "No celery_exporter_build_info series for 5 minutes.",
+            description: "No replica of celery-metrics-exporter{{ with $labels.job }} ({{ . }}){{ end }} has been scraped for 5 minutes.",
             runbook_url: cfg.runbookURLBase + '#celeryexporterabsent',
+          },
+        },
+        // One replica down while another of the same cluster serves: nothing is lost yet (the
+        // rules take the largest replica), but the next failure loses events. Either its scrape
+        // fails, or it is cut off from a broker that another replica reaches. All replicas down
+        // is CeleryExporterAbsent (or CeleryBrokerUnreachable), not this.
+        {
+          alert: "CeleryExporterReplicaDown",
+          expr: |||
+            (
+              up%(upSel)s == 0
+                or (
+                  celery_exporter_broker_up%(sel)s == 0
+                    and on (%(cluster)sbroker) %(replicaMax)s (celery_exporter_broker_up%(sel)s) == 1
+                )
+            )
+              and on (%(clusterBy)s) group by (%(clusterBy)s) (celery_exporter_build_info%(sel)s)
+          ||| % cfg,
+          'for': cfg.alertFor.CeleryExporterReplicaDown,
+          labels: {
+            severity: "warning",
+          },
+          annotations: {
+            summary: "A celery-metrics-exporter replica is down; another serves",
+            description: "Replica {{ $labels.instance }} of {{ $labels.job }} is not scraped or not connected to the broker while another replica serves: the figures are whole, but one more failure loses events.",
+            runbook_url: cfg.runbookURLBase + '#celeryexporterreplicadown',
           },
         },
         {
@@ -348,7 +384,7 @@
         },
         {
           alert: "CeleryEventsSkipped",
-          expr: "sum by (%(cluster)sbroker, reason) (increase(celery_exporter_events_skipped_total%(sel)s[%(eventsSkippedWindow)s])) > 0" % cfg,
+          expr: "sum by (%(cluster)sbroker, reason) (%(replicaMax)s (increase(celery_exporter_events_skipped_total%(sel)s[%(eventsSkippedWindow)s]))) > 0" % cfg,
           labels: {
             severity: "info",
           },

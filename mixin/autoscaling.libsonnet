@@ -15,16 +15,17 @@
           // workers took from the queue and have not started (prefetched: with the default
           // prefetch multiplier a worker holds 4 per process, which would otherwise hide most
           // of a backlog), plus the tasks running on live workers that consume the queue (a
-          // worker consuming two queues counts in both). label_replace keeps the reserved
+          // worker consuming two queues counts in both). Each the largest across the exporter's
+          // replicas (config.libsonnet, replicaMax). label_replace keeps the reserved
           // count apart from the ready one under `or`, which matches on labels.
           {
             record: 'celery:queue_load',
             expr: |||
               sum by (%(cluster)sbroker, queue_name) (
-                celery_queue_messages%(sel)s
-                  or label_replace(celery_queue_worker_reserved_tasks%(sel)s, "count", "reserved", "", "")
-                  or celery_worker_busy_processes%(sel)s
-                    * on (%(cluster)sbroker, hostname) group_right celery_worker_queue_info%(sel)s
+                %(replicaMax)s (celery_queue_messages%(sel)s)
+                  or label_replace(%(replicaMax)s (celery_queue_worker_reserved_tasks%(sel)s), "count", "reserved", "", "")
+                  or %(replicaMax)s (celery_worker_busy_processes%(sel)s)
+                    * on (%(cluster)sbroker, hostname) group_right %(replicaMax)s (celery_worker_queue_info%(sel)s)
               )
             ||| % cfg,
           },
@@ -35,7 +36,7 @@
             expr: |||
               max by (%(cluster)sbroker, queue_name) (
                 celery_worker_queue_info%(sel)s
-                  * on (%(cluster)sbroker, hostname) group_left celery_worker_pool_processes%(sel)s
+                  * on (%(cluster)sbroker, hostname) group_left %(replicaMax)s (celery_worker_pool_processes%(sel)s)
                   and on (%(cluster)sbroker, hostname) celery_worker_up%(sel)s == 1
               ) > 0
             ||| % cfg,

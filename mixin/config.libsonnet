@@ -13,13 +13,25 @@
     sel: if self.celerySelector == '' then '' else '{%s}' % self.celerySelector,
     matchers: if self.celerySelector == '' then '' else ', ' + self.celerySelector,
 
-    // The labels that tell one exporter from another when one Prometheus scrapes several
-    // (one exporter per broker or cluster, as docs/scaling.md recommends). Every aggregation
-    // and join of the rules keeps them beside `broker`, so that two unlabelled exporters'
-    // queues, workers and outages are never mixed: a broker outage seen by one exporter
-    // never holds back the alerts of another. Empty: `broker` alone tells them apart.
-    clusterLabels: ['job', 'instance'],
+    // The labels that tell one Celery cluster from another when one Prometheus scrapes several
+    // (one exporter per broker or cluster, docs/scaling.md). Every aggregation and join of the
+    // rules keeps them beside `broker`, so that two clusters' queues, workers and outages are
+    // never mixed: a broker outage seen by one cluster's exporters never holds back the alerts
+    // of another. Give each cluster its own scrape job (or a label of its own, added here);
+    // `namespace` keeps apart two Kubernetes namespaces whose ServiceMonitors name the same job.
+    clusterLabels: ['namespace', 'job'],
     cluster: std.join('', [l + ', ' for l in self.clusterLabels]),
+    clusterBy: std.join(', ', self.clusterLabels),
+
+    // The labels that tell the replicas of one cluster's exporter apart (two exporters on one
+    // broker, docs/scaling.md "Two replicas"). Each replica counts every event, so the rules
+    // and dashboards take each replica's rate() or value first, then the largest across
+    // replicas (replicaMax), then sum: right with one replica running or two.
+    replicaLabels: ['instance', 'pod'],
+    replicaBy: std.join(', ', self.replicaLabels),
+    replicaMax: 'max without (%s)' % self.replicaBy,
+    // Matchers of the scrape job alone (for `up`, which carries no broker label).
+    upSel: local s = std.join(', ', std.filter(function(s) s != '', [self.jobSelector, self.instanceSelector])); if s == '' then '' else '{%s}' % s,
 
     // Where docs/runbook.md is published: each alert's runbook_url is this + '#alertname' (an
     // absolute URL, so that Alertmanager's and Grafana's links open). Point it at your copy
@@ -65,6 +77,7 @@
       CeleryBrokerUnreachable: '1m',
       CeleryQueueSamplingFailing: '2m',
       CeleryExporterAbsent: '5m',
+      CeleryExporterReplicaDown: '5m',
       CeleryEventLagHigh: '5m',
     },
 

@@ -181,7 +181,8 @@ def test_renders_the_expected_objects(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(obj["kind"] for obj in rendered)
     dashboards = len(list((ROOT / "grafana" / "dashboards").glob("*.json")))
     assert kinds == sorted(
-        ["Deployment", "Service", "ServiceMonitor", "PrometheusRule"] + ["ConfigMap"] * dashboards
+        ["Deployment", "PodDisruptionBudget", "Service", "ServiceMonitor", "PrometheusRule"]
+        + ["ConfigMap"] * dashboards
     )
     # The broker Secret holds credentials: never part of the default build.
     assert not any(obj["kind"] == "Secret" for obj in rendered)
@@ -227,6 +228,29 @@ def test_deployment_security_probes_resources(rendered: list[dict[str, Any]]) ->
     resources = container["resources"]
     assert resources["requests"] == {"cpu": "50m", "memory": "64Mi"}
     assert resources["limits"]["memory"] == "256Mi"
+
+
+def test_two_replicas_on_two_nodes_one_disrupted_at_a_time(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Two replicas (the rules take the largest of them, docs/scaling.md), spread over nodes
+    where possible, rolled and drained one at a time."""
+    spec = _one(rendered, "Deployment")["spec"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    budget = _one(rendered, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_broker_url_comes_from_the_secret(rendered: list[dict[str, Any]]) -> None:

@@ -66,7 +66,9 @@ def test_custom_config_selects_every_series_and_passes_promtool(tmp_path: Path) 
     backlog = next(
         r for g in groups for r in g["rules"] if r.get("alert") == "CeleryQueueBacklogHigh"
     )
-    assert backlog["expr"].startswith(f"celery_queue_messages{{{PROD}}} > 3\n")
+    assert backlog["expr"].startswith(
+        f"max without (instance, pod) (celery_queue_messages{{{PROD}}}) > 3\n"
+    )
     assert backlog["for"] == "1s"
     assert (
         backlog["annotations"]["runbook_url"]
@@ -156,5 +158,7 @@ def test_readme_vendoring_example_renders(tmp_path: Path) -> None:
     rules = yaml.safe_load(files["rules"])
     alerts = {r.get("alert"): r for g in rules["groups"] for r in g["rules"]}
     backlog = alerts["CeleryQueueBacklogHigh"]
-    assert backlog["expr"].startswith('celery_queue_messages{job="celery-prod"} > 500')
+    assert backlog["expr"].startswith(
+        'max without (instance, pod) (celery_queue_messages{job="celery-prod"}) > 500'
+    )
     assert backlog["for"] == "15m"

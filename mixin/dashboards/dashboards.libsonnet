@@ -16,6 +16,7 @@
   local L_WORKER = g.L_WORKER,
   local L_TASK = g.L_TASK,
   local ZERO = g.ZERO,
+  local RMAX = g.RMAX,
   local finished = g.finished,
   local target = g.target,
   local targets = g.targets,
@@ -45,11 +46,11 @@
     local now = [
       stat(
         "Broker",
-        "Is the exporter connected to the broker (to each one, when it watches several) "
+        "Is the exporter (any of its replicas) connected to the broker (to each one, when it watches several) "
         + "and consuming events? DOWN: the broker is unreachable (incident 01); the "
         + "exporter keeps serving and reconnects by itself. 'No exporter': Prometheus "
         + "scrapes no celery-metrics-exporter (check the target).",
-        "min by (broker) (" + (sel("celery_exporter_broker_up")) + ")",
+        "max by (broker) (" + (sel("celery_exporter_broker_up")) + ")",
         "none",
         thresholds("red", [[1, "green"]]),
         mappings=UP_DOWN,
@@ -60,7 +61,7 @@
         "Workers online",
         "Workers heartbeating now (of the selected ones). 0 with a ready backlog means "
         + "tasks pile up and nothing will run them (incident 01).",
-        "sum(celery_worker_up{" + W + "}) or " + ZERO,
+        "sum(" + RMAX + " (celery_worker_up{" + W + "})) or " + ZERO,
         "none",
         thresholds("red", [[1, "green"]]),
         decimals=0,
@@ -70,7 +71,7 @@
         "Workers that stopped heartbeating (killed, OOM, lost network: after 5 missed "
         + "heartbeats) or shut down, in the last hour (--worker-purge-after). See the "
         + "Workers dashboard for which.",
-        "count(celery_worker_up{" + W + "} == 0) or " + ZERO,
+        "count(" + RMAX + " (celery_worker_up{" + W + "}) == 0) or " + ZERO,
         "none",
         thresholds("green", [[1, "red"]]),
         decimals=0,
@@ -80,7 +81,7 @@
         "Messages waiting in the broker for a worker (ready, not prefetched), summed over"
         + " the selected queues. Orange above 100, red above 1000: look at the Queues "
         + "dashboard for which queue grows.",
-        "sum(celery_queue_messages{" + Q + "}) or " + ZERO,
+        "sum(" + RMAX + " (celery_queue_messages{" + Q + "})) or " + ZERO,
         "short",
         thresholds("green", [[100, "orange"], [1000, "red"]]),
         decimals=0,
@@ -89,7 +90,7 @@
         "Queues nobody consumes",
         "Queues holding messages that no live worker consumes: they will never drain "
         + "(routing mismatch, incidents 03 and 04). The table further down names them.",
-        "count((celery_queue_messages{" + Q + "} > 0)\nand (celery_queue_worker_consumers{" + Q + "} == 0)) or " + ZERO,
+        "count((" + RMAX + " (celery_queue_messages{" + Q + "}) > 0)\nand (" + RMAX + " (celery_queue_worker_consumers{" + Q + "}) == 0)) or " + ZERO,
         "none",
         thresholds("green", [[1, "red"]]),
         decimals=0,
@@ -108,14 +109,14 @@
         "Succeeded /s (5m)",
         "Tasks finishing successfully per second over the last 5 minutes. 0 while the "
         + "backlog is above 0 means nothing is being processed (incident 04).",
-        "sum(rate(celery_task_succeeded_total{" + TQW + "}[5m])) or " + ZERO,
+        "sum(" + RMAX + " (rate(celery_task_succeeded_total{" + TQW + "}[5m]))) or " + ZERO,
         "ops",
       ),
       stat(
         "Failed /s (5m)",
         "Tasks raising an exception per second over the last 5 minutes. See the Tasks "
         + "dashboard for which task and which exception.",
-        "sum(rate(celery_task_failed_total{" + TQW + "}[5m])) or " + ZERO,
+        "sum(" + RMAX + " (rate(celery_task_failed_total{" + TQW + "}[5m]))) or " + ZERO,
         "ops",
         thresholds("green", [[0.001, "orange"]]),
       ),
@@ -141,7 +142,7 @@
         "worker-online events in the last hour, beyond each worker's first. A worker in a"
         + " crash or restart loop (exits after its banner, incident 02) makes this climb; a"
         + " broker outage adds one per worker (consumers reconnect).",
-        "sum(increase(celery_worker_online_total{" + W + "}[1h])) or " + ZERO,
+        "sum(" + RMAX + " (increase(celery_worker_online_total{" + W + "}[1h]))) or " + ZERO,
         "none",
         thresholds("green", [[1, "orange"], [10, "red"]]),
         decimals=0,
@@ -151,7 +152,7 @@
         "Workers that process tasks but send no task events: started without -E. Task "
         + "metrics miss everything they run. Fix: `celery worker -E`, "
         + "worker_send_task_events = True, or the exporter's --enable-events-interval.",
-        "count(celery_worker_task_events_enabled{" + W + "} == 0) or " + ZERO,
+        "count(" + RMAX + " (celery_worker_task_events_enabled{" + W + "}) == 0) or " + ZERO,
         "none",
         thresholds("green", [[1, "orange"]]),
         decimals=0,
@@ -166,19 +167,19 @@
         targets(
           [
             [
-              "sum(rate(celery_task_succeeded_total{" + TQW + "}[" + R + "]))",
+              "sum(" + RMAX + " (rate(celery_task_succeeded_total{" + TQW + "}[" + R + "])))",
               "succeeded",
             ],
             [
-              "sum(rate(celery_task_failed_total{" + TQW + "}[" + R + "]))",
+              "sum(" + RMAX + " (rate(celery_task_failed_total{" + TQW + "}[" + R + "])))",
               "failed",
             ],
             [
-              "sum(rate(celery_task_retried_total{" + TQW + "}[" + R + "]))",
+              "sum(" + RMAX + " (rate(celery_task_retried_total{" + TQW + "}[" + R + "])))",
               "retried",
             ],
             [
-              "sum(rate(celery_task_received_total{" + TQW + "}[" + R + "]))",
+              "sum(" + RMAX + " (rate(celery_task_received_total{" + TQW + "}[" + R + "])))",
               "received",
             ],
           ],
@@ -225,7 +226,7 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_messages{" + Q + "})",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_messages{" + Q + "}))",
               L_QUEUE,
             ],
           ],
@@ -259,7 +260,7 @@
           [
             "Ready messages",
             "short",
-            "sum by (" + BY_QUEUE + ") ((celery_queue_messages{" + Q + "} > 0) and (celery_queue_worker_consumers{" + Q + "} == 0))",
+            "sum by (" + BY_QUEUE + ") ((" + RMAX + " (celery_queue_messages{" + Q + "}) > 0) and (" + RMAX + " (celery_queue_worker_consumers{" + Q + "}) == 0))",
           ],
         ],
         w=8,
@@ -274,8 +275,8 @@
         + " of 'up' with matching bumps of 'down' are restarts or crashes.",
         targets(
           [
-            ["sum(celery_worker_up{" + W + "})", "up"],
-            ["count(celery_worker_up{" + W + "} == 0) or " + ZERO, "down"],
+            ["sum(" + RMAX + " (celery_worker_up{" + W + "}))", "up"],
+            ["count(" + RMAX + " (celery_worker_up{" + W + "}) == 0) or " + ZERO, "down"],
           ],
         ),
         "none",
@@ -293,7 +294,7 @@
         targets(
           [
             [
-              "sum by (" + BY_WORKER + ") (increase(celery_worker_online_total{" + W + "}[" + R + "])) > 0",
+              "sum by (" + BY_WORKER + ") (" + RMAX + " (increase(celery_worker_online_total{" + W + "}[" + R + "]))) > 0",
               L_WORKER,
             ],
           ],
@@ -309,9 +310,9 @@
         + "pool size for long: all workers are saturated, add capacity.",
         targets(
           [
-            ["sum(celery_worker_busy_processes{" + W + "})", "busy"],
+            ["sum(" + RMAX + " (celery_worker_busy_processes{" + W + "}))", "busy"],
             [
-              "sum(celery_worker_pool_processes{" + W + "} and celery_worker_up{" + W + "} == 1)",
+              "sum(" + RMAX + " (celery_worker_pool_processes{" + W + "}) and " + RMAX + " (celery_worker_up{" + W + "}) == 1)",
               "pool size",
             ],
           ],
@@ -352,7 +353,7 @@
         targets(
           [
             [
-              "sum by (broker, reason) (rate(" + (sel("celery_exporter_events_skipped_total")) + "[" + R + "]))",
+              "sum by (broker, reason) (" + RMAX + " (rate(" + (sel("celery_exporter_events_skipped_total")) + "[" + R + "])))",
               "{{reason}} {{broker}}",
             ],
           ],
@@ -368,11 +369,11 @@
         targets(
           [
             [
-              "sum by (broker, reason) (increase(" + (sel("celery_exporter_broker_reconnects_total")) + "[" + R + "]))",
+              "sum by (broker, reason) (" + RMAX + " (increase(" + (sel("celery_exporter_broker_reconnects_total")) + "[" + R + "])))",
               "reconnect ({{reason}}) {{broker}}",
             ],
             [
-              "sum by (broker) (increase(" + (sel("celery_exporter_broker_connect_failures_total")) + "[" + R + "]))",
+              "sum by (broker) (" + RMAX + " (increase(" + (sel("celery_exporter_broker_connect_failures_total")) + "[" + R + "])))",
               "failed connects {{broker}}",
             ],
           ],
@@ -383,10 +384,10 @@
       ),
       stat(
         "Queue sampling",
-        "Did the latest sample of the broker's queues succeed (per source, redis or "
+        "Did the latest sample of the broker's queues succeed (on any replica; per source, redis or "
         + "rabbitmq, and per broker)? DOWN: queue panels show the last good values (see the"
         + " sample age next to this); the exporter logs the error once per outage.",
-        "min by (broker, source) (" + (sel("celery_exporter_source_up")) + ")",
+        "max by (broker, source) (" + (sel("celery_exporter_source_up")) + ")",
         "none",
         thresholds("red", [[1, "green"]]),
         mappings=UP_DOWN,
@@ -430,7 +431,7 @@
     ),
 
   local queues() =
-    local completed = "sum by (" + BY_QUEUE + ") (rate(" + (finished(Q)) + "[5m]))";
+    local completed = "sum by (" + BY_QUEUE + ") (" + RMAX + " (rate(" + (finished(Q)) + "[5m])))";
     local now = [
       table(
         "Queues now",
@@ -443,12 +444,12 @@
           [
             "Ready",
             "short",
-            "sum by (" + BY_QUEUE + ") (celery_queue_messages{" + Q + "})",
+            "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_messages{" + Q + "}))",
           ],
           [
             "Reserved",
             "short",
-            "sum by (" + BY_QUEUE + ") (celery_queue_reserved_messages{" + Q + "})",
+            "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_reserved_messages{" + Q + "}))",
           ],
           [
             "Oldest message",
@@ -458,12 +459,12 @@
           [
             "Live worker consumers",
             "short",
-            "sum by (" + BY_QUEUE + ") (celery_queue_worker_consumers{" + Q + "})",
+            "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_worker_consumers{" + Q + "}))",
           ],
           [
             "Broker consumers",
             "short",
-            "sum by (" + BY_QUEUE + ") (celery_queue_broker_consumers{" + Q + "})",
+            "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_broker_consumers{" + Q + "}))",
           ],
           ["Completed /s", "ops", completed],
           [
@@ -489,7 +490,7 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_messages{" + Q + "})",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_messages{" + Q + "}))",
               L_QUEUE,
             ],
           ],
@@ -506,7 +507,7 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ", priority) (celery_queue_messages_by_priority{" + Q + "})",
+              "sum by (" + BY_QUEUE + ", priority) (" + RMAX + " (celery_queue_messages_by_priority{" + Q + "}))",
               L_QUEUE + " priority {{priority}}",
             ],
           ],
@@ -523,11 +524,11 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_reserved_messages{" + Q + "})",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_reserved_messages{" + Q + "}))",
               L_QUEUE,
             ],
             [
-              "sum(" + (sel("celery_broker_reserved_messages")) + ")",
+              "sum(" + RMAX + " (" + (sel("celery_broker_reserved_messages")) + "))",
               "all queues",
             ],
           ],
@@ -562,11 +563,11 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_worker_consumers{" + Q + "})",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_worker_consumers{" + Q + "}))",
               L_QUEUE + " live workers",
             ],
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_broker_consumers{" + Q + "})",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_broker_consumers{" + Q + "}))",
               L_QUEUE + " broker consumers",
             ],
           ],
@@ -583,7 +584,7 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (rate(" + (finished(Q)) + "[" + R + "]))",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (rate(" + (finished(Q)) + "[" + R + "])))",
               L_QUEUE,
             ],
           ],
@@ -598,11 +599,11 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (rate(celery_task_sent_total{" + Q + "}[" + R + "]))",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (rate(celery_task_sent_total{" + Q + "}[" + R + "])))",
               L_QUEUE + " published",
             ],
             [
-              "sum by (" + BY_QUEUE + ") (rate(celery_task_received_total{" + Q + "}[" + R + "]))",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (rate(celery_task_received_total{" + Q + "}[" + R + "])))",
               L_QUEUE + " received",
             ],
           ],
@@ -618,7 +619,7 @@
         targets(
           [
             [
-              "sum by (" + BY_QUEUE + ") (celery_queue_messages{" + Q + "})\n/ (" + completed + " > 0)",
+              "sum by (" + BY_QUEUE + ") (" + RMAX + " (celery_queue_messages{" + Q + "}))\n/ (" + completed + " > 0)",
               L_QUEUE,
             ],
           ],
@@ -662,7 +663,7 @@
       stat(
         "Workers online",
         "Selected workers heartbeating now. 0: no worker runs (incident 01).",
-        "sum(celery_worker_up{" + W + "}) or " + ZERO,
+        "sum(" + RMAX + " (celery_worker_up{" + W + "})) or " + ZERO,
         "none",
         thresholds("red", [[1, "green"]]),
         decimals=0,
@@ -671,7 +672,7 @@
         "Workers down",
         "Selected workers that stopped heartbeating or shut down in the last hour. The "
         + "table below shows which, and their last heartbeat.",
-        "count(celery_worker_up{" + W + "} == 0) or " + ZERO,
+        "count(" + RMAX + " (celery_worker_up{" + W + "}) == 0) or " + ZERO,
         "none",
         thresholds("green", [[1, "red"]]),
         decimals=0,
@@ -680,7 +681,7 @@
         "Pool saturation",
         "Busy pool processes over pool size, across live selected workers. Near 100% for "
         + "long: tasks wait for a free process; add workers or concurrency.",
-        "sum(celery_worker_busy_processes{" + W + "})\n/ (sum(celery_worker_pool_processes{" + W + "} and celery_worker_up{" + W + "} == 1) > 0)",
+        "sum(" + RMAX + " (celery_worker_busy_processes{" + W + "}))\n/ (sum(" + RMAX + " (celery_worker_pool_processes{" + W + "}) and " + RMAX + " (celery_worker_up{" + W + "}) == 1) > 0)",
         "percentunit",
         thresholds("green", [[0.8, "orange"], [0.95, "red"]]),
         no_value="No live worker",
@@ -690,7 +691,7 @@
         "worker-online events in the last hour beyond each worker's first start: crash or"
         + " restart loops (incident 02), rolling deploys, consumer reconnects after a "
         + "broker outage.",
-        "sum(increase(celery_worker_online_total{" + W + "}[1h])) or " + ZERO,
+        "sum(" + RMAX + " (increase(celery_worker_online_total{" + W + "}[1h]))) or " + ZERO,
         "none",
         thresholds("green", [[1, "orange"], [10, "red"]]),
         decimals=0,
@@ -699,7 +700,7 @@
         "Without task events",
         "Workers processing tasks without sending task events (no -E): their tasks are "
         + "missing from every task metric.",
-        "count(celery_worker_task_events_enabled{" + W + "} == 0) or " + ZERO,
+        "count(" + RMAX + " (celery_worker_task_events_enabled{" + W + "}) == 0) or " + ZERO,
         "none",
         thresholds("green", [[1, "orange"]]),
         decimals=0,
@@ -761,12 +762,12 @@
         [
           "Restarts (1h)",
           "short",
-          "sum by (" + BY_WORKER + ") (increase(celery_worker_online_total{" + W + "}[1h]))",
+          "sum by (" + BY_WORKER + ") (" + RMAX + " (increase(celery_worker_online_total{" + W + "}[1h])))",
         ],
         [
           "Processed /s (5m)",
           "ops",
-          "sum by (" + BY_WORKER + ") (rate(celery_worker_processed_tasks_total{" + W + "}[5m]))",
+          "sum by (" + BY_WORKER + ") (" + RMAX + " (rate(celery_worker_processed_tasks_total{" + W + "}[5m])))",
         ],
         [
           "Task events",
@@ -852,7 +853,7 @@
         targets(
           [
             [
-              "sum by (" + BY_WORKER + ") (increase(celery_worker_online_total{" + W + "}[" + R + "])) > 0",
+              "sum by (" + BY_WORKER + ") (" + RMAX + " (increase(celery_worker_online_total{" + W + "}[" + R + "]))) > 0",
               L_WORKER,
             ],
           ],
@@ -868,7 +869,7 @@
         targets(
           [
             [
-              "sum by (" + BY_WORKER + ") (increase(celery_worker_offline_total{" + W + "}[" + R + "])) > 0",
+              "sum by (" + BY_WORKER + ") (" + RMAX + " (increase(celery_worker_offline_total{" + W + "}[" + R + "]))) > 0",
               L_WORKER,
             ],
           ],
@@ -941,11 +942,11 @@
         targets(
           [
             [
-              "sum by (" + BY_WORKER + ") (rate(celery_worker_processed_tasks_total{" + W + "}[" + R + "]))",
+              "sum by (" + BY_WORKER + ") (" + RMAX + " (rate(celery_worker_processed_tasks_total{" + W + "}[" + R + "])))",
               L_WORKER + " processed",
             ],
             [
-              "sum by (" + BY_WORKER + ") (rate(" + (finished(W)) + "[" + R + "]))",
+              "sum by (" + BY_WORKER + ") (" + RMAX + " (rate(" + (finished(W)) + "[" + R + "])))",
               L_WORKER + " finished (events)",
             ],
           ],
@@ -971,35 +972,35 @@
   local tasks() =
     local events = [
       [
-        "sum(rate(celery_task_sent_total{" + TQ + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_sent_total{" + TQ + "}[" + R + "])))",
         "sent",
       ],
       [
-        "sum(rate(celery_task_received_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_received_total{" + TQW + "}[" + R + "])))",
         "received",
       ],
       [
-        "sum(rate(celery_task_started_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_started_total{" + TQW + "}[" + R + "])))",
         "started",
       ],
       [
-        "sum(rate(celery_task_succeeded_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_succeeded_total{" + TQW + "}[" + R + "])))",
         "succeeded",
       ],
       [
-        "sum(rate(celery_task_failed_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_failed_total{" + TQW + "}[" + R + "])))",
         "failed",
       ],
       [
-        "sum(rate(celery_task_retried_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_retried_total{" + TQW + "}[" + R + "])))",
         "retried",
       ],
       [
-        "sum(rate(celery_task_rejected_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_rejected_total{" + TQW + "}[" + R + "])))",
         "rejected",
       ],
       [
-        "sum(rate(celery_task_revoked_total{" + TQW + "}[" + R + "]))",
+        "sum(" + RMAX + " (rate(celery_task_revoked_total{" + TQW + "}[" + R + "])))",
         "revoked",
       ],
     ];
@@ -1024,7 +1025,7 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ") (rate(celery_task_succeeded_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (rate(celery_task_succeeded_total{" + TQW + "}[" + R + "])))",
               L_TASK,
             ],
           ],
@@ -1038,7 +1039,7 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ") (rate(celery_task_failed_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (rate(celery_task_failed_total{" + TQW + "}[" + R + "])))",
               L_TASK,
             ],
           ],
@@ -1060,7 +1061,7 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ", exception) (rate(celery_task_failed_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ", exception) (" + RMAX + " (rate(celery_task_failed_total{" + TQW + "}[" + R + "])))",
               "{{name}}: {{exception}} {{broker}}",
             ],
           ],
@@ -1080,7 +1081,7 @@
           [
             "Failures",
             "short",
-            "sum by (" + BY_TASK + ", exception) (increase(celery_task_failed_total{" + TQW + "}[$__range])) > 0",
+            "sum by (" + BY_TASK + ", exception) (" + RMAX + " (increase(celery_task_failed_total{" + TQW + "}[$__range]))) > 0",
           ],
         ],
         overrides=[override("Failures", { decimals: 0 })],
@@ -1095,7 +1096,7 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ") (rate(celery_task_retried_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (rate(celery_task_retried_total{" + TQW + "}[" + R + "])))",
               L_TASK,
             ],
           ],
@@ -1110,11 +1111,11 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ") (rate(celery_task_rejected_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (rate(celery_task_rejected_total{" + TQW + "}[" + R + "])))",
               L_TASK + " rejected",
             ],
             [
-              "sum by (" + BY_TASK + ") (rate(celery_task_revoked_total{" + TQW + "}[" + R + "]))",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (rate(celery_task_revoked_total{" + TQW + "}[" + R + "])))",
               L_TASK + " revoked",
             ],
           ],
@@ -1173,7 +1174,7 @@
         targets(
           [
             [
-              "sum by (" + BY_TASK + ") (celery_task_running{" + T + "})",
+              "sum by (" + BY_TASK + ") (" + RMAX + " (celery_task_running{" + T + "}))",
               L_TASK,
             ],
           ],

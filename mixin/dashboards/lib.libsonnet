@@ -28,6 +28,11 @@ function(cfg) {
   TQW: std.join(', ', [g.B, _T, _Q, _W]),
   TQ: std.join(', ', [g.B, _T, _Q]),
   R: '$__rate_interval',
+  // Each replica of an exporter counts every event and sees every queue: a panel takes each
+  // replica's rate() or value, then the largest across replicas (RMAX: the mixin's
+  // replicaLabels), then sums. Quantiles and ratios need not: two copies of one distribution
+  // have its quantiles.
+  RMAX: cfg.replicaMax,
 
   // metric{filters}: a selector, by default filtered on the broker only.
   sel(metric, filters=g.B): metric + '{' + filters + '}',

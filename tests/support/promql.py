@@ -15,8 +15,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Labels Prometheus adds to every scraped series.
-TARGET_LABELS = frozenset({"instance", "job"})
+#: Labels Prometheus adds to every scraped series (``namespace`` and ``pod`` with the Prometheus
+#: Operator's ServiceMonitor: the mixin's cluster and replica labels).
+TARGET_LABELS = frozenset({"instance", "job", "namespace", "pod"})
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', re.DOTALL)
 _COMMENT = re.compile(r"#[^\n]*")
