@@ -956,6 +956,8 @@ class ExporterProcess:
 
 
 MODES = ("live", "drain")
+# The dispatcher alone is fed: its exporter never connects.
+UNREACHABLE = "redis://127.0.0.1:1/0"
 
 
 @dataclass
@@ -1366,10 +1368,10 @@ def profile_exporter(server: RedisServer, publisher: Publisher, shape: str) -> P
     import cProfile
     import pstats
 
+    from exporter.cli import settings_from_args
     from exporter.daemon import Exporter
-    from exporter.settings import Settings
 
-    exporter = Exporter(Settings(broker_url=server.url))
+    exporter = Exporter(settings_from_args(["--broker-url", server.url]))
     consumer = exporter.consumer
     counts = exporter.health.events.values
     limit = profile_messages(publisher, shape)
@@ -1425,9 +1427,9 @@ def what_if(publisher: Publisher) -> list[tuple[str, dict[str, float]]]:
     import functools
 
     import exporter.events.decode as decode_module
+    from exporter.cli import settings_from_args
     from exporter.daemon import Exporter
     from exporter.labels import label_value
-    from exporter.settings import Settings
 
     bodies: dict[str, list[bytes]] = {}
     for shape in SHAPES:
@@ -1439,7 +1441,7 @@ def what_if(publisher: Publisher) -> list[tuple[str, dict[str, float]]]:
         for shape, items in bodies.items():
             best = float("inf")
             for _ in range(3):
-                exporter = Exporter(Settings(broker_url="redis://127.0.0.1:1/0"))
+                exporter = Exporter(settings_from_args(["--broker-url", UNREACHABLE]))
                 on_message = exporter.dispatcher.on_message
                 t0 = time.process_time()
                 for body in items:
@@ -1487,8 +1489,8 @@ def heap_check(publisher: Publisher) -> list[tuple[str, float]]:
     """tracemalloc: the Python heap of a fresh dispatcher fed the in-flight rounds."""
     import tracemalloc
 
+    from exporter.cli import settings_from_args
     from exporter.daemon import Exporter
-    from exporter.settings import Settings
 
     steps: list[tuple[str, list[bytes]]] = []
     for round_no in range(1, IN_FLIGHT_ROUNDS + 1):
@@ -1498,7 +1500,7 @@ def heap_check(publisher: Publisher) -> list[tuple[str, float]]:
             bodies = [base64.b64decode(json.loads(p)["body"]) for _, p in messages]
             steps.append((f"round {round_no}: {phase}", bodies))
             del messages
-    exporter = Exporter(Settings(broker_url="redis://127.0.0.1:1/0"))
+    exporter = Exporter(settings_from_args(["--broker-url", UNREACHABLE]))
     on_message = exporter.dispatcher.on_message
     out: list[tuple[str, float]] = []
     tracemalloc.start()
