@@ -3,6 +3,7 @@ environment variables, Settings and the README's option table."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ NAMED_BEFORE_THE_TABLE = {
 
 @pytest.fixture(autouse=True)
 def _no_exporter_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("CELERY_EXPORTER_")]:
+    for name in [n for n in os.environ if n.startswith("CELERY_EXPORTER_")]:
         monkeypatch.delenv(name)
 
 
