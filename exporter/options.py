@@ -37,14 +37,14 @@ class Option:
     ignore_case: bool = False  # of the choices
     minimum: Minimum | None = None
     int_range: tuple[int, int] | None = None
-    multiple: bool = False
+    multiple: bool = False  # repeatable (--broker-url)
     key_values: bool = False  # repeatable KEY=VALUE; from the environment split on newlines or ';'
     # The default as the flag would be written, shown by --help (None: the value itself).
     show: Callable[[Any], str] | None = None
     # The parsed value to the field's value, or to several fields (``Fields``). Raises
     # ValueError naming the problem (shown as an error of this flag).
     into: Callable[[Any], Any] | None = None
-    # Environment variables read before the 2026 table, still honoured.
+    # Names earlier versions read (before the derived one existed), still honoured.
     legacy_envvars: tuple[str, ...] = ()
     # A valid value that is not the default, for tests/test_options.py (needed with `parse`).
     example: str | None = None
