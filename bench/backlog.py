@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.results import RESULTS_PATH, replace_section, run_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "## HTTP listen backlog"

@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest
 from celery import Celery
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.redis_server import RedisServer
+from lib.results import RESULTS_PATH, replace_section, run_facts
 
 from exporter.sources.redis_keyspace import SCAN_CALLS_PER_SAMPLE, SCAN_COUNT
 from exporter.sources.redis_queues import RedisQueueSource
@@ -120,7 +120,7 @@ def main() -> int:
     logging.getLogger("exporter.sources.redis_priorities").setLevel(logging.ERROR)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-keyspace-") as tmp:
-        server = ingest.RedisServer(Path(tmp))
+        server = RedisServer(Path(tmp))
         server.start()
         try:
             client = server.client()

@@ -3,7 +3,7 @@
 single-event messages, the exporter against the minimal-subscriber baseline in each cell.
 
 Run ``.venv/bin/python bench/matrix.py [--events N] [--mode drain|live]`` (part of
-``make bench``). It reuses bench/ingest.py's pieces (private redis-server, kombu's exact wire
+``make bench``). It reuses bench/lib/ (private redis-server, kombu's exact wire
 format, the publisher process, the baseline subscriber, the real exporter daemon and its
 exact-count checks), with a reduced flood per cell, and writes the "## Ingestion rate
 matrix" section of bench/RESULTS.md. Exits 1 if a check fails.
@@ -19,8 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.exporter_process import Exporters
+from lib.procs import log
+from lib.publisher import Publisher
+from lib.redis_server import RedisServer
+from lib.results import checks_line, finish, run_facts
+from lib.runs import MODES, TARGET_RATIO, Run, run_baseline, run_exporter_flood
+from lib.wire import capture_wire_format
+from lib.workload import HEARTBEAT_EVERY_TASKS, SHAPES
 
 NAMES = (1, 10, 100)
 WORKERS = (10, 100, 500)
@@ -31,7 +37,7 @@ HEADER = "## Ingestion rate matrix"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events per flood")
-    parser.add_argument("--mode", choices=ingest.MODES, default="drain")
+    parser.add_argument("--mode", choices=MODES, default="drain")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--no-results", action="store_true", help="print only, write nothing")
     args = parser.parse_args(argv)
@@ -39,28 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     facts = run_facts(command)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="cme-matrix-"))
-    server = ingest.RedisServer(workdir)
-    exporters = ingest.Exporters(server, workdir)
-    rows: list[tuple[int, int, str, ingest.Run, ingest.Run]] = []
+    server = RedisServer(workdir)
+    exporters = Exporters(server, workdir)
+    rows: list[tuple[int, int, str, Run, Run]] = []
     checks: list[tuple[str, bool, str]] = []
     try:
         server.start()
-        fmt = ingest.capture_wire_format(server)
+        fmt = capture_wire_format(server)
         for names in NAMES:
             for workers in WORKERS:
-                publisher = ingest.Publisher(
+                publisher = Publisher(
                     server.port, fmt, args.events, args.seed, names, workers, in_flight_rounds=0
                 )
                 try:
-                    for shape in ingest.SHAPES:
-                        base = ingest.run_baseline(server, fmt, publisher, shape, args.mode)
+                    for shape in SHAPES:
+                        base = run_baseline(server, fmt, publisher, shape, args.mode)
                         exporter = exporters.start()
-                        run = ingest.run_exporter_flood(exporter, publisher, shape, args.mode)
+                        run = run_exporter_flood(exporter, publisher, shape, args.mode)
                         exporter.stop()
                         rows.append((names, workers, shape, base, run))
                         ratio = run.rate / base.rate if base.rate else 0.0
                         cell = f"{names} names x {workers} workers, {shape}"
-                        ingest.log(
+                        log(
                             f"{cell}: baseline {base.rate:,.0f}/s "
                             f"({base.cpu_us_per_event:.1f} µs), exporter {run.rate:,.0f}/s "
                             f"({run.cpu_us_per_event:.1f} µs): {ratio:.2f}"
@@ -70,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                         per_cpu = base.cpu_us_per_event / run.cpu_us_per_event
                         checks.append(
                             (
-                                f"{cell}: exporter >= {ingest.TARGET_RATIO:.0%} of baseline "
+                                f"{cell}: exporter >= {TARGET_RATIO:.0%} of baseline "
                                 "(events per CPU second)",
-                                per_cpu >= ingest.TARGET_RATIO,
+                                per_cpu >= TARGET_RATIO,
                                 f"{per_cpu:.2f} (rate ratio {ratio:.2f})",
                             )
                         )
@@ -81,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         exporters.stop_all()
         server.stop()
-    failed = [c for c in checks if not c[1]]
     lines = [
         HEADER,
         "",
@@ -92,13 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.mode} mode (see the rate table above), ~{args.events:,} events per flood "
         f"(a reduced count: the main table above uses 250,000), the same workload generator "
         "as bench/ingest.py with the task names and workers of the cell (heartbeats: every "
-        f"worker once per {ingest.HEARTBEAT_EVERY_TASKS:,} tasks, so 500 workers add many "
+        f"worker once per {HEARTBEAT_EVERY_TASKS:,} tasks, so 500 workers add many "
         "single-event heartbeat messages to the batched shape).",
         "",
         *facts,
         f"- Wall time: {time.monotonic() - started:.0f} s",
-        f"- Checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + ("" if not failed else " - **FAILED: " + "; ".join(c[0] for c in failed) + "**"),
+        checks_line(checks),
         "",
         "| task names | workers | shape | messages | CPU µs/event baseline | CPU µs/event "
         "exporter | **per CPU second vs baseline** | baseline events/s | exporter events/s | "
@@ -113,12 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{base.cpu_us_per_event:.1f} | {run.cpu_us_per_event:.1f} | **{per_cpu:.2f}** | "
             f"{base.rate:,.0f} | {run.rate:,.0f} | {ratio:.2f} | {run.lost} |"
         )
-    if failed:
-        lines += ["", "Failed checks:", "", *(f"- {n}: {d}" for n, _, d in failed)]
-    print("\n".join(lines))
-    if not args.no_results:
-        replace_section(RESULTS_PATH, HEADER, lines)
-    return 1 if failed else 0
+    return finish(HEADER, lines, checks, write=not args.no_results)
 
 
 if __name__ == "__main__":

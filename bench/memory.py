@@ -3,7 +3,7 @@
 against, in the same run, the minimal subscriber (baseline) fed the same events.
 
 Run ``.venv/bin/python bench/memory.py [--tasks N] [--in-flight N]`` (part of ``make
-bench``). A private redis-server; the exporter and the baseline subscriber (bench/ingest.py's)
+bench``). A private redis-server; the exporter and the baseline subscriber (bench/lib/)
 both subscribed; events in kombu's exact wire format and Celery's field order, batched as
 prefork workers send them (100 task names, 100 workers, heartbeats). Every 10th task gets
 only its ``task-received`` (it stays in flight), the others also ``task-started`` and
@@ -25,8 +25,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.baseline import Baseline
+from lib.exporter_process import Exporters
+from lib.procs import log, proc_status_kib
+from lib.publisher import publish
+from lib.redis_server import RedisServer
+from lib.results import checks_line, finish, run_facts
+from lib.scraped import events_total
+from lib.wire import capture_wire_format
+from lib.workload import HEARTBEAT_EVERY_TASKS, Workload, pack
 
 HEADER = "## Memory after 1,000,000 tasks"
 TARGET_MB = 150.0
@@ -34,7 +41,7 @@ CHUNK_TASKS = 50_000
 
 
 def chunk_stream(
-    workload: ingest.Workload, first: int, count: int, in_flight_every: int
+    workload: Workload, first: int, count: int, in_flight_every: int
 ) -> tuple[list[tuple[Any, dict[str, Any]]], int]:
     """Events of tasks ``first .. first+count-1``; returns them and how many stay in flight."""
     rng = workload.rng
@@ -43,7 +50,7 @@ def chunk_stream(
     staying = 0
     for i in range(count):
         number = first + i
-        if number % ingest.HEARTBEAT_EVERY_TASKS == 0:
+        if number % HEARTBEAT_EVERY_TASKS == 0:
             for worker in workload.workers:
                 stream.append((worker, workload.heartbeat(worker)))
         worker = workload.workers[rng.randrange(len(workload.workers))]
@@ -69,40 +76,40 @@ def main(argv: list[str] | None = None) -> int:
     every = max(1, args.tasks // args.in_flight)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="cme-memory-"))
-    server = ingest.RedisServer(workdir)
-    exporters = ingest.Exporters(server, workdir)
+    server = RedisServer(workdir)
+    exporters = Exporters(server, workdir)
     checks: list[tuple[str, bool, str]] = []
     points: list[tuple[int, float, float, int]] = []  # tasks, exporter RSS, baseline RSS, tracked
-    baseline: ingest.Baseline | None = None
+    baseline: Baseline | None = None
     try:
         server.start()
-        fmt = ingest.capture_wire_format(server)
+        fmt = capture_wire_format(server)
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=server.port)
         exporter = exporters.start()
         idle_kib = exporter.rss_kib()
-        workload = ingest.Workload(fmt.utcoffset, args.seed)
+        workload = Workload(fmt.utcoffset, args.seed)
         rng = random.Random(args.seed + 1)
         # The baseline must know how many events to expect: build everything's size first
         # would cost memory, so it is told a huge number and read from /proc instead.
-        baseline = ingest.Baseline(server.port, fmt.pattern, expect=10**12)
+        baseline = Baseline(server.port, fmt.pattern, expect=10**12)
         published = 0
         in_flight = 0
         done = 0
         while done < args.tasks:
             count = min(CHUNK_TASKS, args.tasks - done)
             stream, staying = chunk_stream(workload, done, count, every)
-            packed = ingest.pack(fmt, stream, batched=True, rng=rng)
+            packed = pack(fmt, stream, batched=True, rng=rng)
             del stream
-            result = ingest.publish(client, packed.messages)
+            result = publish(client, packed.messages)
             if result["receivers"] != 2 * len(packed.messages):
                 checks.append(("every message reached both subscribers", False, str(result)))
             published += packed.events
             in_flight += staying
             done += count
             deadline = time.monotonic() + 120
-            while ingest.events_total(metrics := exporter.scrape()) < published:
+            while events_total(metrics := exporter.scrape()) < published:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -111,20 +118,20 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     done,
                     exporter.rss_kib() / 1024,
-                    ingest.proc_status_kib(baseline.proc.pid, "VmRSS") / 1024,
+                    proc_status_kib(baseline.proc.pid, "VmRSS") / 1024,
                     tracked,
                 )
             )
-            ingest.log(
+            log(
                 f"{done:,} tasks ({in_flight:,} in flight): exporter RSS {points[-1][1]:.1f} "
                 f"MiB, baseline {points[-1][2]:.1f} MiB, tracked {tracked:,}"
             )
         metrics = exporter.scrape()
         final_kib = exporter.rss_kib()
-        hwm_kib = ingest.proc_status_kib(exporter.pid, "VmHWM")
-        base_kib = ingest.proc_status_kib(baseline.proc.pid, "VmRSS")
-        base_hwm = ingest.proc_status_kib(baseline.proc.pid, "VmHWM")
-        total = ingest.events_total(metrics)
+        hwm_kib = proc_status_kib(exporter.pid, "VmHWM")
+        base_kib = proc_status_kib(baseline.proc.pid, "VmRSS")
+        base_hwm = proc_status_kib(baseline.proc.pid, "VmHWM")
+        total = events_total(metrics)
         tracked = int(metrics.total("celery_exporter_tracked_tasks"))
         unknown = metrics.by_label("celery_task_succeeded_total", "name").get("(unknown)", 0.0)
         checks += [
@@ -148,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
             baseline.proc.wait(5)
         exporters.stop_all()
         server.stop()
-    failed = [c for c in checks if not c[1]]
     lines = [
         HEADER,
         "",
@@ -161,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *facts,
         f"- Wall time: {time.monotonic() - started:.0f} s",
-        f"- Checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + ("" if not failed else " - **FAILED: " + "; ".join(c[0] for c in failed) + "**"),
+        checks_line(checks),
         "",
         "| | exporter | baseline subscriber |",
         "|---|---:|---:|",
@@ -187,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *(f"| {n} | {'ok' if ok else 'FAILED'} | {d} |" for n, ok, d in checks),
     ]
-    print("\n".join(lines))
-    if not args.no_results:
-        replace_section(RESULTS_PATH, HEADER, lines)
-    return 1 if failed else 0
+    return finish(HEADER, lines, checks, write=not args.no_results, list_failed=False)
 
 
 if __name__ == "__main__":

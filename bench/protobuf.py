@@ -39,17 +39,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]  # noqa: E402
-from results import RESULTS_PATH, replace_section, run_facts  # noqa: E402
+from lib.results import RESULTS_PATH, replace_section, run_facts  # noqa: E402
 
+from exporter.cli import settings_from_args  # noqa: E402
 from exporter.daemon import Exporter  # noqa: E402
 from exporter.metrics.exposition import FastCounterFamily, FastHistogramFamily, render  # noqa: E402
 from exporter.metrics.native import NativeConfig, spans_and_deltas  # noqa: E402
 from exporter.metrics.tasks import TaskMetrics  # noqa: E402
-from exporter.settings import (  # noqa: E402
-    DEFAULT_QUEUE_WAIT_BUCKETS,
-    DEFAULT_RUNTIME_BUCKETS,
-    Settings,
-)
+from exporter.settings import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS  # noqa: E402
 from tests.support.metrics_proto import decode, message_class  # noqa: E402
 
 HEADER = "## Protobuf exposition"
@@ -179,9 +176,9 @@ def dispatch_us_per_event(native: bool, batches: list[bytes]) -> float:
     best = float("inf")
     for _ in range(3):
         exporter = Exporter(
-            Settings(
-                broker_url="redis://127.0.0.1:1/0", reorder_window_seconds=0,
-                native_histograms=native,
+            settings_from_args(
+                ["--broker-url", "redis://127.0.0.1:1/0", "--reorder-window", "0",
+                 "--native-histograms" if native else "--no-native-histograms"]
             )
         )  # fmt: skip
         on_message = exporter.dispatcher.on_message

@@ -4,7 +4,7 @@ one and the exporter, with and without hiredis.
 
 Run ``.venv/bin/python bench/reference.py [--events N] [--repeat N]`` after
 ``.venv/bin/pip install hiredis`` (not a dependency of the exporter; see below). It reuses
-ingest.py's parts (a private redis-server, kombu's exact wire format, the publisher process,
+bench/lib/ (a private redis-server, kombu's exact wire format, the publisher process,
 the drain-mode measurement: each consumer is paused while the whole flood is published,
 then resumed and timed alone) and measures, per shape (batched ``task.multi`` and one event
 per message), each in a fresh process:
@@ -41,8 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.baseline import Baseline
+from lib.exporter_process import Exporters
+from lib.procs import log
+from lib.publisher import Publisher
+from lib.redis_server import RedisServer
+from lib.results import RESULTS_PATH, replace_section, run_facts
+from lib.runs import Run, run_baseline, run_exporter_flood
+from lib.wire import WireFormat, capture_wire_format
+from lib.workload import QUICK_EVENTS, SHAPES
 
 HEADER = "## Reference subscribers"
 CONSUMERS = ("redis-py", "hiredis+orjson", "exporter", "exporter + hiredis")
@@ -60,7 +67,7 @@ def _command(*parts: str) -> bytes:
 
 def fast_main(port: int, pattern: str, expect: int, idle_seconds: float) -> None:
     """PSUBSCRIBE on a raw socket; hiredis parses the replies, orjson decodes the envelope
-    and its base64 body; count events. The same report protocol as ingest.baseline_main."""
+    and its base64 body; count events. The same report protocol as baseline_main."""
     import hiredis
     import orjson
 
@@ -150,22 +157,22 @@ def loaded_hiredis(pid: int) -> bool:
 
 def measure(
     consumer: str,
-    server: ingest.RedisServer,
-    fmt: ingest.WireFormat,
-    publisher: ingest.Publisher,
-    exporters: ingest.Exporters,
+    server: RedisServer,
+    fmt: WireFormat,
+    publisher: Publisher,
+    exporters: Exporters,
     hider: Hider,
     shape: str,
-) -> tuple[ingest.Run, list[tuple[str, bool, str]]]:
+) -> tuple[Run, list[tuple[str, bool, str]]]:
     checks: list[tuple[str, bool, str]] = []
     if consumer in ("redis-py", "hiredis+orjson"):
         script = None if consumer == "redis-py" else Path(__file__).resolve()
         env = hider.env() if consumer == "redis-py" else None
 
-        def factory(port: int, pattern: str, expect: int) -> ingest.Baseline:
-            return ingest.Baseline(port, pattern, expect, script=script, env=env)
+        def factory(port: int, pattern: str, expect: int) -> Baseline:
+            return Baseline(port, pattern, expect, script=script, env=env)
 
-        run = ingest.run_baseline(server, fmt, publisher, shape, "drain", factory, consumer)
+        run = run_baseline(server, fmt, publisher, shape, "drain", factory, consumer)
     else:
         wanted = consumer == "exporter + hiredis"
         if wanted:
@@ -179,7 +186,7 @@ def measure(
                 (f"{consumer} {shape}: hiredis {'loaded' if wanted else 'not loaded'}",
                  loaded == wanted, f"hiredis in /proc/{exporter.pid}/maps: {loaded}")
             )  # fmt: skip
-            run = ingest.run_exporter_flood(exporter, publisher, shape, "drain")
+            run = run_exporter_flood(exporter, publisher, shape, "drain")
             run.consumer = consumer
         finally:
             exporter.stop()
@@ -188,7 +195,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=ingest.QUICK_EVENTS)
+    parser.add_argument("--events", type=int, default=QUICK_EVENTS)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--no-results", action="store_true")
@@ -207,17 +214,17 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="cme-reference-"))
     hider = Hider(workdir)
-    server = ingest.RedisServer(workdir)
-    exporters = ingest.Exporters(server, workdir)
-    publisher: ingest.Publisher | None = None
-    runs: dict[tuple[str, str], list[ingest.Run]] = {}
+    server = RedisServer(workdir)
+    exporters = Exporters(server, workdir)
+    publisher: Publisher | None = None
+    runs: dict[tuple[str, str], list[Run]] = {}
     checks: list[tuple[str, bool, str]] = []
     try:
         server.start()
-        fmt = ingest.capture_wire_format(server)
-        ingest.log(f"building ~{args.events:,} events per shape in the publisher process...")
-        publisher = ingest.Publisher(server.port, fmt, args.events, args.seed, in_flight_rounds=0)
-        for shape in ingest.SHAPES:
+        fmt = capture_wire_format(server)
+        log(f"building ~{args.events:,} events per shape in the publisher process...")
+        publisher = Publisher(server.port, fmt, args.events, args.seed, in_flight_rounds=0)
+        for shape in SHAPES:
             for rep in range(args.repeat):
                 for consumer in CONSUMERS:
                     run, run_checks = measure(
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     checks += run_checks
                     runs.setdefault((shape, consumer), []).append(run)
-                    ingest.log(
+                    log(
                         f"{shape} #{rep + 1} {consumer}: {run.rate:,.0f} events/s, "
                         f"{run.cpu_us_per_event:.2f} µs CPU/event, lost {run.lost}"
                     )
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "| shape | consumer | events/s | CPU µs/event | CPU vs redis-py | CPU vs hiredis+orjson |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for shape in ingest.SHAPES:
+    for shape in SHAPES:
         for consumer in CONSUMERS:
             c = cpu(shape, consumer)
             lines.append(
@@ -263,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     gains = {
         shape: 1 - cpu(shape, "exporter + hiredis") / cpu(shape, "exporter")
-        for shape in ingest.SHAPES
+        for shape in SHAPES
     }
     lines += [
         "",

@@ -29,8 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ingest
-from results import RESULTS_PATH, replace_section, run_facts
+from lib.exporter_process import Exporters
+from lib.procs import log
+from lib.publisher import publish as publish_messages
+from lib.redis_server import RedisServer
+from lib.results import checks_line, finish, run_facts
+from lib.scraped import events_total
+from lib.wire import WireFormat, capture_wire_format, encode_message
 
 from exporter.settings import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
 
@@ -78,7 +83,7 @@ def task_events(names: int, workers: int) -> list[tuple[str, list[dict[str, Any]
     return out
 
 
-def heartbeat_workers(server: ingest.RedisServer, fmt: ingest.WireFormat, workers: int) -> None:
+def heartbeat_workers(server: RedisServer, fmt: WireFormat, workers: int) -> None:
     """One worker-heartbeat per worker (a long interval: they stay up while timed)."""
     import redis
 
@@ -89,21 +94,21 @@ def heartbeat_workers(server: ingest.RedisServer, fmt: ingest.WireFormat, worker
         event = {"hostname": host, "timestamp": time.time(), "freq": 600.0, "active": 0,
                  "processed": 100, "type": "worker-heartbeat"}  # fmt: skip
         messages.append(
-            ingest.encode_message(fmt, "worker.heartbeat", host, event, str(uuid.uuid4()))
+            encode_message(fmt, "worker.heartbeat", host, event, str(uuid.uuid4()))
         )
-    ingest.publish(client, messages)
+    publish_messages(client, messages)
     client.close()
 
 
-def publish(server: ingest.RedisServer, fmt: ingest.WireFormat, batches: list[Any]) -> int:
+def publish(server: RedisServer, fmt: WireFormat, batches: list[Any]) -> int:
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=server.port)
     messages = [
-        ingest.encode_message(fmt, "task.multi", host, batch, str(uuid.uuid4()))
+        encode_message(fmt, "task.multi", host, batch, str(uuid.uuid4()))
         for host, batch in batches
     ]
-    result = ingest.publish(client, messages)
+    result = publish_messages(client, messages)
     client.close()
     return int(result["receivers"])
 
@@ -195,18 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, bool, str]] = []
     rows: list[tuple[str, str, list[float], int]] = []
     workdir = Path(tempfile.mkdtemp(prefix="cme-scrape-"))
-    server = ingest.RedisServer(workdir)
-    exporters = ingest.Exporters(server, workdir)
+    server = RedisServer(workdir)
+    exporters = Exporters(server, workdir)
     try:
         server.start()
-        fmt = ingest.capture_wire_format(server)
+        fmt = capture_wire_format(server)
         exporter = exporters.start()
         batches = task_events(names, workers)
         published = sum(len(b) for _, b in batches)
         receivers = publish(server, fmt, batches)
         deadline = time.monotonic() + 120
         while True:
-            got = ingest.events_total(exporter.scrape())
+            got = events_total(exporter.scrape())
             if got >= published or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     (f"exporter {label}: >= {args.series:,} series", series >= args.series,
                      f"{series:,}")
                 )  # fmt: skip
-                ingest.log(f"{label}: {series:,} series, median {med:.1f} ms, p99 {p99:.1f} ms")
+                log(f"{label}: {series:,} series, median {med:.1f} ms, p99 {p99:.1f} ms")
         # The status page: the same in-memory state, rendered as HTML for a person. Its
         # workers come from heartbeats (published only now: /metrics above is unchanged).
         heartbeat_workers(server, fmt, workers)
@@ -258,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
              f"median {page_med:.1f} ms, p99 {page_p99:.1f} ms")
         )  # fmt: skip
         page_rows = page.count(b"<tr") - page.count(b"<thead><tr")
-        ingest.log(f"status page: {page_rows} table rows, median {page_med:.1f} ms")
+        log(f"status page: {page_rows} table rows, median {page_med:.1f} ms")
         rss_kib = exporter.rss_kib()
         # Scrapes during a flood: the flood still goes in whole, scrapes still answer.
         flood = task_events(names, 20)
         flood_events = sum(len(b) for _, b in flood)
-        before = ingest.events_total(exporter.scrape())
+        before = events_total(exporter.scrape())
         import threading
 
         busy_times: list[float] = []
@@ -278,14 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         publish(server, fmt, flood)
         deadline = time.monotonic() + 60
-        while ingest.events_total(exporter.scrape()) < before + flood_events:
+        while events_total(exporter.scrape()) < before + flood_events:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         flood_seconds = time.monotonic() - t0
         done.set()
         thread.join()
-        after = ingest.events_total(exporter.scrape())
+        after = events_total(exporter.scrape())
         checks.append(
             ("a flood during back-to-back scrapes is ingested whole",
              after - before == flood_events, f"{after - before:,.0f} of {flood_events:,}")
@@ -296,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     base = time_baseline(baseline_registry(names, workers), args.scrapes)
     for label, (times, series) in base.items():
         rows.append((f"baseline: prometheus_client generate_latest ({label})", "-", times, series))
-    failed = [c for c in checks if not c[1]]
     lines = [
         HEADER,
         "",
@@ -311,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "`generate_latest` called in-process (no HTTP), same run.",
         "",
         *facts,
-        f"- Checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + ("" if not failed else " - **FAILED: " + "; ".join(c[0] for c in failed) + "**"),
+        checks_line(checks),
         "",
         "| what | content type | series | median ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|",
@@ -337,12 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         f"KiB of HTML): median {page_med:.1f} ms, p99 {page_p99:.1f} ms, max "
         f"{max(page_times) * 1e3:.1f} ms over {args.scrapes} requests.",
     ]
-    if failed:
-        lines += ["", "Failed checks:", "", *(f"- {n}: {d}" for n, _, d in failed)]
-    print("\n".join(lines))
-    if not args.no_results:
-        replace_section(RESULTS_PATH, HEADER, lines)
-    return 1 if failed else 0
+    return finish(HEADER, lines, checks, write=not args.no_results)
 
 
 if __name__ == "__main__":

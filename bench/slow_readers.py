@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.results import RESULTS_PATH, replace_section, run_facts
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
-from results import RESULTS_PATH, replace_section, run_facts
 
 from exporter.web import ExporterHTTPServer
 

@@ -1,5 +1,8 @@
 """Command line: every option also reads ``CELERY_EXPORTER_<OPTION>`` from the environment.
 
+The options are declared once, as ``Settings`` fields (exporter/options.py); this module turns
+the declarations into click options and click's values back into ``Settings``.
+
 A bad value ends with one line naming the flag, and exit code 2.
 """
 
@@ -7,40 +10,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 
 from exporter import __version__
-from exporter.metrics.native import MAX_SCHEMA, MIN_SCHEMA
+from exporter.options import ENV_PREFIX, Option, declared_options
 from exporter.redact import redact_text
-from exporter.settings import (
-    DEFAULT_EVENT_TIME_WINDOW_SECONDS,
-    DEFAULT_MAX_EXCEPTION_CLASSES,
-    DEFAULT_MAX_QUEUE_NAMES,
-    DEFAULT_MAX_TASK_NAMES,
-    DEFAULT_MAX_WORKER_HOSTNAMES,
-    DEFAULT_QUEUE_WAIT_BUCKETS,
-    DEFAULT_RUNTIME_BUCKETS,
-    DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
-    DEFAULT_WEB_IDLE_TIMEOUT_SECONDS,
-    DEFAULT_WEB_MAX_CONNECTIONS,
-    DEFAULT_WEB_MAX_REQUEST_SIZE,
-    DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
-    Settings,
-    option_scopes,
-    parse_broker_spec,
-    parse_buckets,
-    parse_forget_after,
-    parse_key_values,
-    parse_listen_address,
-    parse_patterns,
-)
+from exporter.settings import Settings, option_scopes, parse_key_values, queue_list
 from exporter.transport_options import check_transport_options
-from exporter.webconfig import WebConfigError, validate_web_config_file
+from exporter.webconfig import WebConfigError
 
-ENV_PREFIX = "CELERY_EXPORTER"
 log = logging.getLogger(__name__)
 
 
@@ -77,11 +58,7 @@ class _KeyValue(click.ParamType):  # type: ignore[type-arg]
         return value
 
 
-def _format_buckets(buckets: tuple[float, ...]) -> str:
-    return ",".join(f"{b:g}" for b in buckets)
-
-
-def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, Any, Any], Any]:
+def _positive(allow_zero: bool) -> Callable[[click.Context, Any, Any], Any]:
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is None:
             return value
@@ -94,43 +71,105 @@ def _positive(name: str, allow_zero: bool = False) -> Callable[[click.Context, A
     return check
 
 
-def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The broker options, shared by the daemon and `diagnose` (same environment variables)."""
-    options = [
-        click.option(
-            "--broker-url",
-            envvar=f"{ENV_PREFIX}_BROKER_URL",
-            type=_Parsed("URL", parse_broker_spec),
-            multiple=True,
-            default=["redis://localhost:6379/0"],
-            show_default=True,
-            help="Celery broker: redis://, rediss://, sentinel:// (several joined with ';'), "
-            "amqp://, amqps:// or sqs:// (queue depth only). Repeat as NAME=URL to watch "
-            "several brokers or virtual hosts from one process, each labelled broker=NAME.",
+def _is_empty(default: Any) -> bool:
+    return default is None or (not isinstance(default, (bool, int, float)) and not default)
+
+
+def _click_type(option: Option, default: Any) -> Any:
+    if option.key_values:
+        return _KeyValue()
+    if option.parse is not None:
+        return _Parsed(option.metavar or "TEXT", option.parse)
+    if option.choices:
+        return click.Choice(option.choices, case_sensitive=not option.ignore_case)
+    if option.int_range is not None:
+        return click.IntRange(*option.int_range)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return type(default)
+    return None
+
+
+def click_option(
+    option: Option, default: Any, prefix: str = ENV_PREFIX
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option for one record: its flag, environment variables, type and bounds."""
+    kwargs: dict[str, Any] = {
+        "envvar": option.envvars(prefix),
+        "type": _click_type(option, default),
+        "multiple": option.multiple or option.key_values,
+        "help": option.help,
+    }
+    if option.minimum is not None:
+        kwargs["callback"] = _positive(allow_zero=option.minimum == "zero_or_more")
+    if not _is_empty(default):
+        shown = default if option.show is None else option.show(default)
+        kwargs["default"] = [shown] if kwargs["multiple"] else shown
+        kwargs["show_default"] = True
+    return click.option(option.flag, option.name, **kwargs)
+
+
+def declared(names: tuple[str, ...] | None = None) -> Callable[..., Any]:
+    """Decorate a command with the options of these Settings fields (all: None), in order."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        chosen = [
+            click_option(option, default)
+            for field, option, default in declared_options(Settings)
+            if names is None or field in names
+        ]
+        for make in reversed(chosen):
+            f = make(f)
+        return f
+
+    return decorate
+
+
+# The broker options, shared by the daemon and `diagnose` (same environment variables).
+connection_options = declared(("broker_url", "transport_options", "ssl_options"))
+
+# `diagnose`'s own options (not Settings): record and default.
+DIAGNOSE_PREFIX = f"{ENV_PREFIX}_DIAGNOSE"
+DIAGNOSE_OPTIONS: tuple[tuple[Option, Any], ...] = (
+    (
+        Option(
+            "--queues",
+            "Comma-separated queues to check besides the discovered ones.",
+            legacy_envvars=(f"{ENV_PREFIX}_QUEUES",),  # the daemon's
         ),
-        click.option(
-            "--broker-transport-option",
-            "transport_options",
-            envvar=f"{ENV_PREFIX}_BROKER_TRANSPORT_OPTION",
-            type=_KeyValue(),
-            multiple=True,
-            help="A kombu transport option, as the workers use it (repeatable): e.g. "
-            "global_keyprefix=prod: or priority_steps=[0,3,6,9]. Values are JSON when they "
-            "parse.",
+        "",
+    ),
+    (
+        Option(
+            "--listen",
+            "Seconds to listen to events (workers heartbeat every 2 s).",
+            minimum="above_zero",
         ),
-        click.option(
-            "--broker-ssl-option",
-            "ssl_options",
-            envvar=f"{ENV_PREFIX}_BROKER_SSL_OPTION",
-            type=_KeyValue(),
-            multiple=True,
-            help="A TLS option (repeatable). rediss://: ssl_cert_reqs=required, "
-            "ssl_ca_certs=/etc/ssl/ca.pem; amqps://: cert_reqs=2, ca_certs=/etc/ssl/ca.pem, "
-            "server_hostname=broker.example.",
+        6.0,
+    ),
+    (Option("--timeout", "Seconds to wait for the broker to answer.", minimum="above_zero"), 5.0),
+    (
+        Option(
+            "--backlog-threshold",
+            "Ready messages from which a consumed queue counts as backed up.",
+            minimum="above_zero",
         ),
-    ]
-    for option in reversed(options):
-        f = option(f)
+        100,
+    ),
+    (
+        Option(
+            "--format",
+            "A report for people, or JSON for scripts.",
+            choices=("text", "json"),
+            legacy_envvars=(f"{DIAGNOSE_PREFIX}_OUTPUT_FORMAT",),
+        ),
+        "text",
+    ),
+)
+
+
+def diagnose_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option, default in reversed(DIAGNOSE_OPTIONS):
+        f = click_option(option, default, DIAGNOSE_PREFIX)(f)
     return f
 
 
@@ -143,318 +182,7 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "(for example CELERY_EXPORTER_BROKER_URL).",
 )
 @click.version_option(__version__, "--version", prog_name="celery-metrics-exporter")
-@connection_options
-@click.option(
-    "--listen-address",
-    type=_Parsed("HOST:PORT", parse_listen_address),
-    default="0.0.0.0:9808",
-    show_default=True,
-    help="Where to serve /metrics, /healthz, /readyz and the landing page.",
-)
-@click.option(
-    "--web-config-file",
-    type=_Parsed("PATH", validate_web_config_file),
-    default=None,
-    help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit "
-    "web-config format (see README, Securing /metrics). Reloaded on SIGHUP.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log verbosity.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Log lines as text or as JSON objects.",
-)
-@click.option(
-    "--runtime-buckets",
-    type=_Parsed("BOUNDS", parse_buckets),
-    default=_format_buckets(DEFAULT_RUNTIME_BUCKETS),
-    show_default=True,
-    help="Bucket bounds in seconds for celery_task_runtime_seconds (comma-separated).",
-)
-@click.option(
-    "--queue-wait-buckets",
-    type=_Parsed("BOUNDS", parse_buckets),
-    default=_format_buckets(DEFAULT_QUEUE_WAIT_BUCKETS),
-    show_default=True,
-    help="Bucket bounds in seconds for celery_task_queue_wait_seconds (comma-separated).",
-)
-@click.option(
-    "--worker-timeout-heartbeats",
-    type=float,
-    default=5.0,
-    show_default=True,
-    callback=_positive("worker-timeout-heartbeats"),
-    help="A worker is down after this many of its own heartbeat intervals pass without a "
-    "heartbeat (Celery's default interval is 2 s, so 10 s).",
-)
-@click.option(
-    "--worker-purge-after",
-    type=float,
-    default=3600.0,
-    show_default=True,
-    callback=_positive("worker-purge-after", allow_zero=True),
-    help="Seconds a down worker's series stay (at 0) before they are removed; keep it "
-    "longer than your alerts' `for:`.",
-)
-@click.option(
-    "--max-tracked-tasks",
-    type=int,
-    default=200_000,
-    show_default=True,
-    callback=_positive("max-tracked-tasks"),
-    help="Tasks in flight to remember (name, queue, timestamps); beyond it the oldest are "
-    "forgotten and counted in celery_exporter_tracked_task_evictions_total.",
-)
-@click.option(
-    "--tracked-task-max-age",
-    type=float,
-    default=21600.0,
-    show_default=True,
-    callback=_positive("tracked-task-max-age"),
-    help="Seconds after which a task with no new event is forgotten.",
-)
-@click.option(
-    "--event-watchdog",
-    type=float,
-    default=30.0,
-    show_default=True,
-    callback=_positive("event-watchdog", allow_zero=True),
-    help="Reconnect when a connection that carried events is silent this many seconds "
-    "(catches half-open connections); 0 disables.",
-)
-@click.option(
-    "--reconnect-max-backoff",
-    type=float,
-    default=10.0,
-    show_default=True,
-    callback=_positive("reconnect-max-backoff"),
-    help="Upper bound in seconds of the exponential backoff between reconnect attempts.",
-)
-@click.option(
-    "--enable-events-interval",
-    type=float,
-    default=0.0,
-    show_default=True,
-    callback=_positive("enable-events-interval", allow_zero=True),
-    help="Broadcast Celery's enable_events control command this often (seconds), so "
-    "workers started without -E (or restarted) send task events; 0 disables.",
-)
-@click.option(
-    "--app",
-    "app_spec",
-    default=None,
-    help="Your Celery app as module:attribute (importable by the exporter), to read its "
-    "beat_schedule and export each entry's interval. Optional.",
-)
-@click.option(
-    "--queues",
-    "queues",
-    default="",
-    help="Comma-separated queues to always watch, even when no worker consumes them and "
-    "they are empty (queues are also discovered from workers, task-sent events and, on "
-    "Redis, kombu's bindings). With several brokers, NAME:queue watches it on one only.",
-)
-@click.option(
-    "--sample-interval",
-    type=float,
-    default=5.0,
-    show_default=True,
-    callback=_positive("sample-interval"),
-    help="Seconds between two samples of the broker's queues (never done inside /metrics).",
-)
-@click.option(
-    "--sample-timeout",
-    type=float,
-    default=5.0,
-    show_default=True,
-    callback=_positive("sample-timeout"),
-    help="Socket timeout, in seconds, for one queue sample.",
-)
-@click.option(
-    "--queue-forget-after",
-    type=float,
-    default=3600.0,
-    show_default=True,
-    callback=_positive("queue-forget-after"),
-    help="Seconds after which a discovered queue that no source names any more and that "
-    "stays empty is no longer watched (queues from --queues always are).",
-)
-@click.option(
-    "--reorder-window",
-    type=float,
-    default=2.0,
-    show_default=True,
-    callback=_positive("reorder-window", allow_zero=True),
-    help="Seconds a new task's worker events may wait for its task-sent event (published "
-    "after the task, it can arrive late), so they get the right name and queue; 0 disables.",
-)
-@click.option(
-    "--inspect-interval",
-    type=float,
-    default=30.0,
-    show_default=True,
-    callback=_positive("inspect-interval"),
-    help="Seconds between two inspect requests (active_queues, stats) to each worker; each "
-    "request is answered by that worker alone.",
-)
-@click.option(
-    "--inspect-timeout",
-    type=float,
-    default=1.0,
-    show_default=True,
-    callback=_positive("inspect-timeout"),
-    help="Seconds to wait for a worker's reply to an inspect request (at least 1).",
-)
-@click.option(
-    "--task-include",
-    type=_Parsed("PATTERNS", parse_patterns),
-    default=None,
-    help="Only task names matching one of these comma-separated shell patterns (e.g. "
-    "'myapp.*,billing.charge') get series of their own; others count under "
-    'name="(other)".',
-)
-@click.option(
-    "--task-exclude",
-    type=_Parsed("PATTERNS", parse_patterns),
-    default=None,
-    help="Task names matching these comma-separated shell patterns count under "
-    'name="(other)" (applied after --task-include).',
-)
-@click.option(
-    "--max-task-names",
-    type=int,
-    default=DEFAULT_MAX_TASK_NAMES,
-    show_default=True,
-    callback=_positive("max-task-names", allow_zero=True),
-    help="Distinct task names with series of their own; later names count under "
-    'name="(other)" (see celery_exporter_dropped_label_values_total). 0: no cap.',
-)
-@click.option(
-    "--task-name-forget-after",
-    type=_Parsed("SECONDS", parse_forget_after),
-    default="0",
-    show_default=True,
-    help="Remove the series of a task name with no event for this many seconds (at least "
-    "7200, longer than every shipped alert's window; periodic tasks' arrival series stay). "
-    "0: never.",
-)
-@click.option(
-    "--max-queue-names",
-    type=int,
-    default=DEFAULT_MAX_QUEUE_NAMES,
-    show_default=True,
-    callback=_positive("max-queue-names", allow_zero=True),
-    help="Distinct queue names from task-sent events with series of their own (and sampled "
-    'as discovered queues); later ones count under queue_name="(other)". 0: no cap.',
-)
-@click.option(
-    "--max-worker-hostnames",
-    type=int,
-    default=DEFAULT_MAX_WORKER_HOSTNAMES,
-    show_default=True,
-    callback=_positive("max-worker-hostnames", allow_zero=True),
-    help="Distinct worker hostnames tracked (down workers give their place up when purged); "
-    "events of later ones are counted but the workers are not tracked, and their task "
-    'events count under hostname="(other)". 0: no cap.',
-)
-@click.option(
-    "--max-exception-classes",
-    type=int,
-    default=DEFAULT_MAX_EXCEPTION_CLASSES,
-    show_default=True,
-    callback=_positive("max-exception-classes", allow_zero=True),
-    help="Distinct exception class names on celery_task_failed_total; later ones count "
-    'under exception="(other)". 0: no cap.',
-)
-@click.option(
-    "--event-time-window",
-    type=float,
-    default=DEFAULT_EVENT_TIME_WINDOW_SECONDS,
-    show_default=True,
-    callback=_positive("event-time-window"),
-    help="Seconds an event's timestamp may be away from the exporter's clock (either way); "
-    'events beyond it are skipped and counted as reason="out_of_range".',
-)
-@click.option(
-    "--web-write-timeout",
-    type=float,
-    default=DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
-    show_default=True,
-    callback=_positive("web-write-timeout"),
-    help="Seconds a client has to read a whole response; a client that does not read is dropped.",
-)
-@click.option(
-    "--web-max-connections",
-    type=int,
-    default=DEFAULT_WEB_MAX_CONNECTIONS,
-    show_default=True,
-    callback=_positive("web-max-connections"),
-    help="HTTP connections open at once (each holds a thread). When full, the connection idle "
-    "or slow (to send its request, or to read its answer) the longest is closed to make room; "
-    "while all are rendering answers, a new one waits up to 1 s, then is refused (503).",
-)
-@click.option(
-    "--web-header-timeout",
-    type=float,
-    default=DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
-    show_default=True,
-    callback=_positive("web-header-timeout"),
-    help="Seconds a client has to send a whole request head (and complete its TLS handshake), "
-    "from connecting or from the first byte of a later request; then it is closed.",
-)
-@click.option(
-    "--web-idle-timeout",
-    type=float,
-    default=DEFAULT_WEB_IDLE_TIMEOUT_SECONDS,
-    show_default=True,
-    callback=_positive("web-idle-timeout"),
-    help="Seconds a kept-alive connection may wait for its next request.",
-)
-@click.option(
-    "--web-max-request-size",
-    type=int,
-    default=DEFAULT_WEB_MAX_REQUEST_SIZE,
-    show_default=True,
-    callback=_positive("web-max-request-size"),
-    help="Bytes of request line and headers; a larger request head gets 414 or 431.",
-)
-@click.option(
-    "--task-worker-label/--no-task-worker-label",
-    default=True,
-    show_default=True,
-    help="Label task counters with the worker's hostname. Turn off when worker pods churn "
-    "(per-worker figures stay in celery_worker_* metrics).",
-)
-@click.option(
-    "--native-histograms/--no-native-histograms",
-    default=True,
-    show_default=True,
-    help="Keep native histograms for task runtime and queue wait, served in the protobuf "
-    "format to a Prometheus that asks for it (--enable-feature=native-histograms); text and "
-    "OpenMetrics scrapes are unchanged.",
-)
-@click.option(
-    "--native-histogram-schema",
-    type=click.IntRange(MIN_SCHEMA, MAX_SCHEMA),
-    default=3,
-    show_default=True,
-    help="Resolution of the native histograms: bucket bounds grow by 2^(2^-schema) "
-    "(3: each bucket 9% wider than the one before; -4 coarsest, 8 finest).",
-)
-@click.option(
-    "--native-histogram-classic-buckets/--no-native-histogram-classic-buckets",
-    default=True,
-    show_default=True,
-    help="Send the classic buckets alongside the native ones in the protobuf format.",
-)
+@declared()
 @click.pass_context
 def command(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
@@ -491,44 +219,7 @@ def command(ctx: click.Context, /, **options: Any) -> None:
     "2: critical findings. Reads only: never consumes, acknowledges or changes anything.",
 )
 @connection_options
-@click.option(
-    "--queues",
-    envvar=f"{ENV_PREFIX}_QUEUES",
-    default="",
-    help="Comma-separated queues to check besides the discovered ones.",
-)
-@click.option(
-    "--listen",
-    type=float,
-    default=6.0,
-    show_default=True,
-    callback=_positive("listen"),
-    help="Seconds to listen to events (workers heartbeat every 2 s).",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=5.0,
-    show_default=True,
-    callback=_positive("timeout"),
-    help="Seconds to wait for the broker to answer.",
-)
-@click.option(
-    "--backlog-threshold",
-    type=int,
-    default=100,
-    show_default=True,
-    callback=_positive("backlog-threshold"),
-    help="Ready messages from which a consumed queue counts as backed up.",
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="A report for people, or JSON for scripts.",
-)
+@diagnose_options
 def diagnose(**options: Any) -> int:
     from exporter.diagnose.collect import observe
     from exporter.diagnose.findings import exit_code, findings
@@ -541,7 +232,7 @@ def diagnose(**options: Any) -> int:
         raise click.BadParameter(
             "diagnose checks one broker at a time", param_hint="'--broker-url'"
         )
-    transport_options = parse_key_values(options["transport_options"])
+    transport_options = parse_key_values(options["broker_transport_option"])
     try:
         check_transport_options(transport_options)
     except ValueError as exc:
@@ -549,33 +240,16 @@ def diagnose(**options: Any) -> int:
     settings = Settings(
         broker_url=options["broker_url"][0][1],
         transport_options=transport_options,
-        ssl_options=parse_key_values(options["ssl_options"]),
-        queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
+        ssl_options=parse_key_values(options["broker_ssl_option"]),
+        queues=queue_list(options["queues"] or ""),
         reconnect_max_backoff_seconds=1.0,
         sample_timeout_seconds=options["timeout"],
     )
     observation = observe(settings, options["listen"], options["timeout"])
     found = findings(observation, options["backlog_threshold"])
-    render = json_report if options["output_format"] == "json" else text_report
+    render = json_report if options["format"] == "json" else text_report
     click.echo(render(observation, found, redact_url(settings.broker_url)))
     return exit_code(found)
-
-
-def _brokers(
-    specs: tuple[tuple[str | None, str], ...],
-) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """(the first URL, the named brokers); one unnamed URL means no broker label."""
-    hint = "'--broker-url'"
-    if len(specs) == 1 and specs[0][0] is None:
-        return specs[0][1], ()
-    named = [(name, url) for name, url in specs if name is not None]
-    if len(named) != len(specs):
-        raise click.BadParameter("name each broker as NAME=URL to watch several", param_hint=hint)
-    names = [name for name, _ in named]
-    for name in names:
-        if names.count(name) > 1:
-            raise click.BadParameter(f"broker name {name!r} is given twice", param_hint=hint)
-    return named[0][1], tuple(named)
 
 
 def _check_scopes(scopes: set[str], brokers: tuple[tuple[str, str], ...], flag: str) -> None:
@@ -588,65 +262,30 @@ def _check_scopes(scopes: set[str], brokers: tuple[tuple[str, str], ...], flag: 
         )
 
 
-def build_settings(options: dict[str, Any]) -> Settings:
-    host, port = options["listen_address"]
-    try:
-        transport_options = parse_key_values(options["transport_options"])
-    except ValueError as exc:  # already validated per item by click
-        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
-    try:
-        check_transport_options(transport_options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--broker-transport-option'") from None
-    ssl_options = parse_key_values(options["ssl_options"])
-    broker_url, brokers = _brokers(options["broker_url"])
-    _check_scopes(option_scopes(transport_options), brokers, "'--broker-transport-option'")
-    _check_scopes(option_scopes(ssl_options), brokers, "'--broker-ssl-option'")
-    return Settings(
-        broker_url=broker_url,
-        brokers=brokers,
-        listen_host=host,
-        listen_port=port,
-        transport_options=transport_options,
-        ssl_options=ssl_options,
-        log_level=options["log_level"].upper(),
-        log_format=options["log_format"],
-        runtime_buckets=options["runtime_buckets"],
-        queue_wait_buckets=options["queue_wait_buckets"],
-        worker_timeout_heartbeats=options["worker_timeout_heartbeats"],
-        worker_purge_seconds=options["worker_purge_after"],
-        task_tracker_max_tasks=options["max_tracked_tasks"],
-        task_tracker_max_age_seconds=options["tracked_task_max_age"],
-        event_watchdog_seconds=options["event_watchdog"],
-        reconnect_max_backoff_seconds=options["reconnect_max_backoff"],
-        enable_events_interval_seconds=options["enable_events_interval"],
-        inspect_timeout_seconds=options["inspect_timeout"],
-        inspect_interval_seconds=options["inspect_interval"],
-        reorder_window_seconds=options["reorder_window"],
-        app=options["app_spec"] or None,
-        queues=tuple(q.strip() for q in options["queues"].split(",") if q.strip()),
-        sample_interval_seconds=options["sample_interval"],
-        sample_timeout_seconds=options["sample_timeout"],
-        queue_forget_after_seconds=options["queue_forget_after"],
-        web_config_file=options["web_config_file"],
-        task_include=options["task_include"] or (),
-        task_exclude=options["task_exclude"] or (),
-        max_task_names=options["max_task_names"],
-        task_name_forget_after_seconds=options["task_name_forget_after"],
-        task_worker_label=options["task_worker_label"],
-        max_queue_names=options["max_queue_names"],
-        max_worker_hostnames=options["max_worker_hostnames"],
-        max_exception_classes=options["max_exception_classes"],
-        event_time_window_seconds=options["event_time_window"],
-        web_write_timeout_seconds=options["web_write_timeout"],
-        web_max_connections=options["web_max_connections"],
-        web_header_timeout_seconds=options["web_header_timeout"],
-        web_idle_timeout_seconds=options["web_idle_timeout"],
-        web_max_request_size=options["web_max_request_size"],
-        native_histograms=options["native_histograms"],
-        native_histogram_schema=options["native_histogram_schema"],
-        native_histogram_classic_buckets=options["native_histogram_classic_buckets"],
-    )
+def build_settings(params: Mapping[str, Any]) -> Settings:
+    """Settings from what click parsed (flags, environment, defaults), by the declarations."""
+    values: dict[str, Any] = {}
+    for field, option, _ in declared_options(Settings):
+        value = params.get(option.name)
+        if value is None:  # not given and no default: the field's own
+            continue
+        try:
+            values.update(option.settings_values(field, value))
+        except ValueError as exc:
+            hint = f"'{option.flag.split('/')[0]}'"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+    settings = Settings(**values)
+    _check_scopes(option_scopes(settings.transport_options), settings.brokers,
+                  "'--broker-transport-option'")  # fmt: skip
+    _check_scopes(option_scopes(settings.ssl_options), settings.brokers, "'--broker-ssl-option'")
+    return settings
+
+
+def settings_from_args(args: Sequence[str]) -> Settings:
+    """Settings as the command line builds them: flags, then CELERY_EXPORTER_*, then defaults
+    (bench/ uses it, so it measures the daemon as configured)."""
+    ctx = command.make_context("celery-metrics-exporter", list(args))
+    return build_settings(ctx.params)
 
 
 def main(argv: list[str] | None = None) -> None:
