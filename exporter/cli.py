@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from exporter import __version__
-from exporter.metrics.native import MAX_SCHEMA, MIN_SCHEMA
+from exporter.prom.native import MAX_SCHEMA, MIN_SCHEMA
 from exporter.redact import redact_text
 from exporter.settings import (
     DEFAULT_EVENT_TIME_WINDOW_SECONDS,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.brokers import Broker, for_url
-from exporter.metrics.native import NativeConfig
+from exporter.prom.native import NativeConfig
 
 # A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
 BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -122,7 +122,7 @@ class Settings:
     # Empty: only broker_url, without a broker label. Transport and SSL options whose key is
     # NAME:key, and --queues entries NAME:queue, apply to that broker only.
     brokers: tuple[tuple[str, str], ...] = ()
-    # Native histograms (metrics/native.py) for runtime and queue wait, served in the protobuf
+    # Native histograms (prom/native.py) for runtime and queue wait, served in the protobuf
     # format to a Prometheus that asks for it; text and OpenMetrics are unchanged.
     native_histograms: bool = True
     native_histogram_schema: int = 3

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.daemon import Exporter
-from exporter.metrics.exposition import FastFamily, LabelText, render
+from exporter.prom.exposition import FastFamily, LabelText, render
 from exporter.settings import Settings
 from tests.support.metrics import Samples, parse_samples, registry_samples, total, value
 from tests.support.metrics_proto import decode

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.metrics.counting import LabelledCounter
+from exporter.prom.counting import LabelledCounter
 
 
 class ExporterHealth:

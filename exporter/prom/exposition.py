@@ -26,8 +26,8 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.logs import LogOnce
-from exporter.metrics import protobuf
-from exporter.metrics.native import NativeBuckets, NativeConfig
+from exporter.prom import protobuf
+from exporter.prom.native import NativeBuckets, NativeConfig
 
 log = logging.getLogger(__name__)
 # A family that cannot be written is left out of the scrape, logged once per family name
