@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]  # noqa: E402
 from results import RESULTS_PATH, replace_section, run_facts  # noqa: E402
 
+from exporter.collectors.tasks import TaskMetrics  # noqa: E402
 from exporter.daemon import Exporter  # noqa: E402
-from exporter.metrics.tasks import TaskMetrics  # noqa: E402
 from exporter.prom.exposition import FastCounterFamily, FastHistogramFamily, render  # noqa: E402
 from exporter.prom.native import NativeConfig, spans_and_deltas  # noqa: E402
 from exporter.settings import (  # noqa: E402

@@ -19,8 +19,8 @@ from typing import Any
 from celery import Celery
 
 from exporter.brokers import bounded_connection
+from exporter.collectors.health import ExporterHealth
 from exporter.labels import label_value
-from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text
 
 log = logging.getLogger(__name__)

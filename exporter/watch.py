@@ -19,6 +19,10 @@ from prometheus_client.core import Metric
 
 from exporter.beat_schedule import load_app, read_schedule
 from exporter.brokers.app import make_app
+from exporter.collectors.health import ExporterHealth
+from exporter.collectors.queues import QueueCollector, worker_reserved_family
+from exporter.collectors.tasks import TaskMetrics, arrival_families, schedule_families
+from exporter.collectors.workers import WorkerCollector
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
@@ -26,10 +30,6 @@ from exporter.events.ranges import EventRanges
 from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
-from exporter.metrics.health import ExporterHealth
-from exporter.metrics.queues import QueueCollector, worker_reserved_family
-from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
-from exporter.metrics.workers import WorkerCollector
 from exporter.settings import MIN_TASK_NAME_FORGET_SECONDS, Settings
 from exporter.sources.runner import QueueSampler
 from exporter.state.label_cap import LabelCap
@@ -158,7 +158,7 @@ class BrokerWatch:
 
     def sources(self) -> list[Source]:
         """Where this broker's metrics come from, by collector name, for the registry (each
-        collector fails alone: exporter/metrics/guard.py)."""
+        collector fails alone: exporter/collectors/guard.py)."""
         queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
         workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
 

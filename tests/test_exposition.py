@@ -213,7 +213,7 @@ def test_numbers_as_go_writes_them(value: float) -> None:
 
 
 def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
-    from exporter.metrics.guard import CollectorOutcomes, GuardedCollector
+    from exporter.collectors.guard import CollectorOutcomes, GuardedCollector
 
     registry = CollectorRegistry(auto_describe=False)
     for broker in ("orders", "billing"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from exporter.metrics.tasks import TaskMetrics
+from exporter.collectors.tasks import TaskMetrics
 from exporter.prom.counting import LabelledCounter, LabelledHistogram
 from tests.support.promql import documented_metrics
 

@@ -35,9 +35,9 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from exporter.brokers import bounded_connection
+from exporter.collectors.health import ExporterHealth
 from exporter.diagnose.errors import explain_connection_error
 from exporter.events.redis_stream import RedisEventStream
-from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text, redact_url
 from exporter.settings import Settings
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from exporter.collectors.health import ExporterHealth
 from exporter.events.decode import MalformedMessage, decode_events
 from exporter.events.ranges import CHECKED_TYPES, EventRanges
 from exporter.events.reorder import Reorder
@@ -24,7 +25,6 @@ from exporter.events.tasks import TaskEventHandler, TaskHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.labels import UNKNOWN, cached_label
 from exporter.logs import LogOnce
-from exporter.metrics.health import ExporterHealth
 from exporter.state.label_cap import LabelCap
 from exporter.state.worker_registry import WorkerRegistry
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from exporter.collectors.tasks import TaskMetrics
 from exporter.labels import UNKNOWN, cached_label
-from exporter.metrics.tasks import TaskMetrics
 from exporter.state.arrivals import ArrivalTracker
 from exporter.state.label_cap import LabelCap
 from exporter.state.task_names import OTHER, TaskNames
