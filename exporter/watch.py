@@ -206,7 +206,7 @@ class BrokerWatch:
             self.worker_events.forget(hostname)
             self.control.forget(hostname)
             self.dispatcher.forget_worker(hostname)
-            self.health.dropped_label_values.inc(("hostname", "idle"))
+            self.health.labels_dropped("hostname", "idle")
         _log_some(
             logging.INFO, purged, "%sforgot worker %s (down longer than the purge time)", prefix,
             "%sforgot %d more workers (down longer than the purge time)",
@@ -230,14 +230,14 @@ class BrokerWatch:
             max(settings.queue_forget_after_seconds, MIN_TASK_NAME_FORGET_SECONDS),
             EXCEPTION_FORGET_AFTER_SECONDS,
         )
-        dropped = self.health.dropped_label_values
+        health = self.health
         if hostnames:
-            dropped.inc(("hostname", "idle"), float(len(hostnames)))
+            health.labels_dropped("hostname", "idle", float(len(hostnames)))
         if exceptions:
-            dropped.inc(("exception", "idle"), float(len(exceptions)))
+            health.labels_dropped("exception", "idle", float(len(exceptions)))
         self._queue_labels_released += len(queues)
-        dropped.values[("queue_name", "idle")] = float(
-            self.queue_registry.forgotten + self._queue_labels_released
+        health.set_labels_dropped(
+            "queue_name", "idle", float(self.queue_registry.forgotten + self._queue_labels_released)
         )
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:

@@ -63,3 +63,40 @@ def test_prometheus_primitives_import_nothing_above_them() -> None:
         for module, names in graph.items()
     }
     assert {m: names for m, names in upward.items() if names} == {}
+
+
+# The wiring and what serves HTTP sit above every collector.
+ABOVE_COLLECTORS = (
+    "exporter.collectors",
+    "exporter.watch",
+    "exporter.daemon",
+    "exporter.web",
+    "exporter.status_page",
+    "exporter.cli",
+)
+
+
+def test_input_and_state_never_import_collectors_or_the_wiring() -> None:
+    """Events, state, sources, brokers and remote control write through the seams of
+    events/stages.py (and control.py's ControlHealth): the collectors implement them, the
+    wiring (watch.py) passes them in."""
+    graph: dict[str, set[str]] = {}
+    for folder in ("events", "state", "sources", "brokers", "prom"):
+        graph.update(_graph(folder))
+    graph["exporter.control"] = _imports(EXPORTER / "control.py")
+    upward = {
+        module: sorted(n for n in names if _within(n, *ABOVE_COLLECTORS))
+        for module, names in graph.items()
+    }
+    assert {m: names for m, names in upward.items() if names} == {}
+
+
+def test_collectors_are_registered_in_one_place() -> None:
+    """Only the wiring builds collectors: watch.py per broker, daemon.py for the process."""
+    importers = {
+        _module(path)
+        for path in sorted(EXPORTER.rglob("*.py"))
+        if not _within(_module(path), "exporter.collectors")
+        and any(_within(n, "exporter.collectors") for n in _imports(path))
+    }
+    assert importers == {"exporter.watch", "exporter.daemon"}

@@ -78,6 +78,58 @@ class ExporterHealth:
         for reason in ("error", "watchdog"):
             self.reconnects.inc((reason,), 0.0)
 
+    # -- what the writers may do (events/stages.py names each writer's part) --------------
+
+    def event_tally(self) -> dict[tuple[str, ...], float]:
+        return self.events.values
+
+    def count_event(self, etype: str) -> None:
+        self.events.inc((etype,))
+
+    def skip(self, reason: str) -> None:
+        self.skipped.inc((reason,))
+
+    def received(self, now: float, tracked: int, held: int, names: int) -> None:
+        self.last_event_at = now
+        self.tracked_tasks = tracked
+        self.held_tasks = held
+        self.task_names = names
+
+    def set_sizes(self, tracked: int, held: int, names: int) -> None:
+        self.tracked_tasks = tracked
+        self.held_tasks = held
+        self.task_names = names
+
+    def set_task_names(self, names: int) -> None:
+        self.task_names = names
+
+    def set_evictions(self, by_size: int, by_age: int) -> None:
+        self.evictions.values[("size",)] = float(by_size)
+        self.evictions.values[("age",)] = float(by_age)
+
+    def connect_failed(self, error: tuple[str, str]) -> None:
+        self.connect_failures.inc(())
+        self.broker_error = error
+
+    def connection_lost(self, reason: str, error: tuple[str, str], now: float) -> None:
+        # Counted before shown down: a scrape that sees the broker down sees why.
+        self.reconnects.inc((reason,))
+        self.set_broker_up(False, now)
+        self.broker_error = error
+
+    def set_event_backlog(self, backlog_bytes: int | None) -> None:
+        self.event_backlog_bytes = backlog_bytes
+
+    def enable_events_broadcast(self) -> None:
+        self.enable_events_sent.inc(())
+
+    def labels_dropped(self, label: str, reason: str, count: float = 1.0) -> None:
+        self.dropped_label_values.inc((label, reason), count)
+
+    def set_labels_dropped(self, label: str, reason: str, total: float) -> None:
+        """For a tally kept elsewhere (the queue registry's forgotten queues)."""
+        self.dropped_label_values.values[(label, reason)] = total
+
     def set_broker_up(self, up: bool, now: float) -> None:
         with self._lock:
             if up and self._down_since is not None:

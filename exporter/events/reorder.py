@@ -29,11 +29,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
+from exporter.events.stages import Event
 from exporter.state.task_tracker import TaskTracker
 
-Event = dict[str, Any]
 SENT_EVENTS_RECENT_SECONDS = 300.0
 # How long a new worker's task events may wait for its active_queues answer (a few retries
 # of the control thread's request, which backs off 1, 2, 4 s).

@@ -15,17 +15,14 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
-from exporter.collectors.tasks import TaskMetrics
+from exporter.events.stages import Event, TaskCounters, TaskHandler
 from exporter.labels import UNKNOWN, cached_label
 from exporter.state.arrivals import ArrivalTracker
 from exporter.state.label_cap import LabelCap
 from exporter.state.task_names import OTHER, TaskNames
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
-Event = dict[str, Any]
-TaskHandler = Callable[[Event, str, str, float], None]
 MAX_QUEUES_SEEN = 1_000
 # Celery 5.5+ native delayed delivery (RabbitMQ, quorum queues): an ETA/countdown task is
 # published to exchange ``celery_delayed_27`` with routing key "<28 bits of the delay, dot
@@ -108,7 +105,7 @@ def _traceback_class(text: str) -> str | None:
 class TaskEventHandler:
     def __init__(
         self,
-        metrics: TaskMetrics,
+        metrics: TaskCounters,
         tracker: TaskTracker,
         queue_of_worker: Callable[[str], str | None],
         names: TaskNames | None = None,
