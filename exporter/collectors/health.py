@@ -166,65 +166,57 @@ class ExporterHealth:
             return total
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_broker_up",
             "1 while the exporter is connected to the broker and consuming events, else 0.",
+            value=1.0 if self.broker_up else 0.0,
         )
-        up.add_metric([], 1.0 if self.broker_up else 0.0)
-        yield up
-        down = CounterMetricFamily(
+        yield CounterMetricFamily(
             "celery_exporter_broker_down_seconds_total",
             "Seconds the exporter was not connected to the broker and consuming events since "
             "it started (the current outage included): events sent meanwhile were lost.",
+            value=self.broker_down_seconds(),
         )
-        down.add_metric([], self.broker_down_seconds())
-        yield down
-        last = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_last_event_timestamp_seconds",
             "When the exporter last received an event (its own clock); 0 before the first.",
+            value=self.last_event_at or 0.0,
         )
-        last.add_metric([], self.last_event_at or 0.0)
-        yield last
         # A lag measured long ago says nothing about now (and must not keep an alert firing).
         recent = self.last_event_at is not None and time.time() - self.last_event_at < 60
         if self.event_lag is not None and recent:
-            lag = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "celery_exporter_event_lag_seconds",
                 "Receive time minus the sender's timestamp, for the latest event (absent when "
                 "no event arrived for a minute). Includes worker-side batching and clock skew "
                 "between hosts.",
+                value=self.event_lag,
             )
-            lag.add_metric([], self.event_lag)
-            yield lag
         backlog = self.event_backlog_bytes
         if backlog is not None:
-            family = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "celery_exporter_event_backlog_bytes",
                 "Redis brokers: bytes of event messages Redis holds for the exporter and has "
                 "not sent yet (its pub/sub output buffer, sampled every 5 s). Redis drops the "
                 "subscriber, and the events in it, at client-output-buffer-limit pubsub "
                 "(32 MiB by default).",
+                value=float(backlog),
             )
-            family.add_metric([], float(backlog))
-            yield family
-        tracked = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_tracked_tasks",
             "Tasks in flight the exporter remembers (name, queue, timestamps).",
+            value=float(self.tracked_tasks),
         )
-        tracked.add_metric([], float(self.tracked_tasks))
-        yield tracked
-        held = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_held_tasks",
             "New tasks whose worker events wait (up to --reorder-window) for their task-sent.",
+            value=float(self.held_tasks),
         )
-        held.add_metric([], float(self.held_tasks))
-        yield held
-        names = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_task_names",
             "Distinct task names with series of their own (compare with --max-task-names).",
+            value=float(self.task_names),
         )
-        names.add_metric([], float(self.task_names))
-        yield names
         for counter in (
             self.reconnects,
             self.connect_failures,
