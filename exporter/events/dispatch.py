@@ -20,7 +20,13 @@ from typing import Any
 from exporter.events.decode import MalformedMessage, decode_events
 from exporter.events.ranges import CHECKED_TYPES, EventRanges
 from exporter.events.reorder import Reorder
-from exporter.events.stages import Event, IntakeHealth, TaskHandler, WorkerHandler
+from exporter.events.stages import (
+    AwaitsWorker,
+    Event,
+    IntakeHealth,
+    TaskHandler,
+    WorkerHandler,
+)
 from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.labels import UNKNOWN, cached_label
@@ -48,7 +54,7 @@ class EventDispatcher:
         reorder_window: float = 2.0,
         ranges: EventRanges | None = None,
         hostnames: LabelCap | None = None,
-        awaits_worker: Callable[[str], bool] = lambda hostname: False,
+        awaits_worker: AwaitsWorker = lambda hostname: False,
     ) -> None:
         self.tasks = tasks
         self.workers = workers

@@ -28,9 +28,8 @@ takes longer than ``window`` no longer loses the race (incident of issue 15: one
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 
-from exporter.events.stages import Event
+from exporter.events.stages import AwaitsWorker, Event
 from exporter.state.task_tracker import TaskTracker
 
 SENT_EVENTS_RECENT_SECONDS = 300.0
@@ -46,7 +45,7 @@ class Reorder:
         tracker: TaskTracker,
         window: float,
         max_held: int = 10_000,
-        awaits_worker: Callable[[str], bool] = lambda hostname: False,
+        awaits_worker: AwaitsWorker = lambda hostname: False,
     ) -> None:
         self.tracker = tracker
         self.window = window

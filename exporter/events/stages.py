@@ -62,6 +62,37 @@ class WorkerHandler(Protocol):
     def __call__(self, event: Event, now: float, /) -> None: ...
 
 
+# What the event handlers ask remote control (control.py), named so that "go to definition"
+# on a call lands here: each docstring names the method that answers.
+
+
+class QueueOfWorker(Protocol):
+    """The one queue a worker consumes, None when several or not known yet
+    (``control.WorkerQueues.only_queue``)."""
+
+    def __call__(self, hostname: str, /) -> str | None: ...
+
+
+class QueueConsumed(Protocol):
+    """Whether some worker said it consumes the queue (``control.WorkerQueues.consumed``)."""
+
+    def __call__(self, queue: str, /) -> bool: ...
+
+
+class AwaitsWorker(Protocol):
+    """Whether a new worker's queues may still arrive, so its task events are worth holding
+    (``control.ControlThread.awaiting_queues``)."""
+
+    def __call__(self, hostname: str, /) -> bool: ...
+
+
+class OnNewWorker(Protocol):
+    """A worker came online or was first seen: ask it for its queues
+    (``control.ControlThread.ask_queues``)."""
+
+    def __call__(self, hostname: str, /) -> None: ...
+
+
 class TaskCounters(Protocol):
     """What task events increment: the task collector's counters and histograms."""
 

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from datetime import datetime, timezone
 
-from exporter.events.stages import Event, TaskCounters, TaskHandler
+from exporter.events.stages import (
+    Event,
+    QueueConsumed,
+    QueueOfWorker,
+    TaskCounters,
+    TaskHandler,
+)
 from exporter.labels import UNKNOWN, cached_label
 from exporter.state.arrivals import ArrivalTracker
 from exporter.state.label_cap import LabelCap
@@ -107,11 +112,11 @@ class TaskEventHandler:
         self,
         metrics: TaskCounters,
         tracker: TaskTracker,
-        queue_of_worker: Callable[[str], str | None],
+        queue_of_worker: QueueOfWorker,
         names: TaskNames | None = None,
         queue_names: LabelCap | None = None,
         exceptions: LabelCap | None = None,
-        consumed: Callable[[str], bool] = lambda queue: False,
+        consumed: QueueConsumed = lambda queue: False,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker

@@ -9,9 +9,7 @@ beyond the cap is not tracked (its events are counted, and the hostname in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from exporter.events.stages import Event, WorkerHandler
+from exporter.events.stages import Event, OnNewWorker, WorkerHandler
 from exporter.labels import cached_label
 from exporter.state.label_cap import OTHER, LabelCap
 from exporter.state.worker_registry import WorkerRegistry
@@ -32,7 +30,7 @@ class WorkerEventHandler:
     def __init__(
         self,
         registry: WorkerRegistry,
-        on_new_worker: Callable[[str], None] | None = None,
+        on_new_worker: OnNewWorker | None = None,
         hostnames: LabelCap | None = None,
     ) -> None:
         self.registry = registry
