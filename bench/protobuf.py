@@ -9,7 +9,7 @@ workers (three counters per pair) and runtime and queue-wait histograms per name
 same snapshot:
 
 - ``/metrics`` body in OpenMetrics (what Prometheus gets without native histograms), in
-  protobuf by exporter/metrics/protobuf.py, and in protobuf built as ``protobuf`` package
+  protobuf by exporter/prom/protobuf.py, and in protobuf built as ``protobuf`` package
   messages (upb, its fastest backend) from the same values; both protobuf bodies must decode
   to the same messages;
 - ``observe()`` per call with native buckets off and on, and CPU per event of the whole
@@ -42,10 +42,10 @@ from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-d
 from lib.results import RESULTS_PATH, replace_section, run_facts  # noqa: E402
 
 from exporter.cli import settings_from_args  # noqa: E402
+from exporter.collectors.tasks import TaskMetrics  # noqa: E402
 from exporter.daemon import Exporter  # noqa: E402
-from exporter.metrics.exposition import FastCounterFamily, FastHistogramFamily, render  # noqa: E402
-from exporter.metrics.native import NativeConfig, spans_and_deltas  # noqa: E402
-from exporter.metrics.tasks import TaskMetrics  # noqa: E402
+from exporter.prom.exposition import FastCounterFamily, FastHistogramFamily, render  # noqa: E402
+from exporter.prom.native import NativeConfig, spans_and_deltas  # noqa: E402
 from exporter.settings import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS  # noqa: E402
 from tests.support.metrics_proto import decode, message_class  # noqa: E402
 
@@ -251,7 +251,7 @@ def main() -> int:
         "|---|---|---|",
         f"| OpenMetrics (classic only) | {len(openmetrics_body) / 1e6:.2f} MB | "
         f"{results['openmetrics']:.0f} ms |",
-        f"| protobuf, hand-written encoder (exporter/metrics/protobuf.py) | "
+        f"| protobuf, hand-written encoder (exporter/prom/protobuf.py) | "
         f"{len(ours) / 1e6:.2f} MB | {results['ours']:.0f} ms |",
         f"| protobuf, `protobuf` package messages (upb) | {len(theirs) / 1e6:.2f} MB | "
         f"{results['theirs']:.0f} ms |",

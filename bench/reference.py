@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c / cpu(shape, 'redis-py'):.2f}x | {c / cpu(shape, 'hiredis+orjson'):.2f}x |"
             )
     gains = {
-        shape: 1 - cpu(shape, "exporter + hiredis") / cpu(shape, "exporter")
-        for shape in SHAPES
+        shape: 1 - cpu(shape, "exporter + hiredis") / cpu(shape, "exporter") for shape in SHAPES
     }
     lines += [
         "",

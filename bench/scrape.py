@@ -93,9 +93,7 @@ def heartbeat_workers(server: RedisServer, fmt: WireFormat, workers: int) -> Non
         host = f"celery@scrape-worker-{w:04d}"
         event = {"hostname": host, "timestamp": time.time(), "freq": 600.0, "active": 0,
                  "processed": 100, "type": "worker-heartbeat"}  # fmt: skip
-        messages.append(
-            encode_message(fmt, "worker.heartbeat", host, event, str(uuid.uuid4()))
-        )
+        messages.append(encode_message(fmt, "worker.heartbeat", host, event, str(uuid.uuid4())))
     publish_messages(client, messages)
     client.close()
 
@@ -105,8 +103,7 @@ def publish(server: RedisServer, fmt: WireFormat, batches: list[Any]) -> int:
 
     client = redis.Redis(host="127.0.0.1", port=server.port)
     messages = [
-        encode_message(fmt, "task.multi", host, batch, str(uuid.uuid4()))
-        for host, batch in batches
+        encode_message(fmt, "task.multi", host, batch, str(uuid.uuid4())) for host, batch in batches
     ]
     result = publish_messages(client, messages)
     client.close()

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.prom.families import by_label
+
 # Phases of a connection, in the order the cap closes them (ConnectionTable._victim).
 IDLE = "idle"  # waiting for the first byte of a request
 HEAD = "head"  # TLS handshake or request head under way
@@ -159,14 +161,13 @@ class ConnectionTable:
         with self._changed:
             rejected = dict(self._rejected)
             open_now = len(self._open)
-        counter = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "celery_exporter_http_connections_rejected_total",
             "HTTP connections closed by the server without an answer, by reason.",
-            labels=["reason"],
+            "reason",
+            rejected.items(),
         )
-        for reason, count in rejected.items():
-            counter.add_metric([reason], count)
-        yield counter
         yield GaugeMetricFamily(
             "celery_exporter_http_connections",
             "HTTP connections open (each holds a handler thread).",

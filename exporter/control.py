@@ -14,13 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 
 from exporter.brokers import bounded_connection
 from exporter.labels import label_value
-from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -141,12 +140,18 @@ def _int(value: object) -> int | None:
     return None
 
 
+class ControlHealth(Protocol):
+    """What the control thread tells the exporter's self-metrics (collectors/health.py)."""
+
+    def enable_events_broadcast(self) -> None: ...
+
+
 class ControlThread:
     def __init__(
         self,
         app: Celery,
         worker_queues: WorkerQueues,
-        health: ExporterHealth,
+        health: ControlHealth,
         inspect_timeout: float,
         enable_events_interval: float,
         clock: Callable[[], float] = time.time,
@@ -308,6 +313,6 @@ class ControlThread:
         try:
             with bounded_connection(self.app, self._socket_timeout, for_write=True) as conn:
                 self.app.control.enable_events(connection=conn)
-            self.health.enable_events_sent.inc(())
+            self.health.enable_events_broadcast()
         except Exception as exc:
             log.warning("enable_events broadcast failed: %s", redact_text(str(exc)))

@@ -23,11 +23,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import InfoMetricFamily, Metric
 
 from exporter import __version__
+from exporter.collectors.guard import CollectorOutcomes, GuardedCollector
+from exporter.collectors.health import ExporterHealth
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
 from exporter.malloc import tune_malloc
-from exporter.metrics.guard import CollectorOutcomes, GuardedCollector
-from exporter.metrics.health import ExporterHealth
 from exporter.redact import redact_url
 from exporter.settings import Settings
 from exporter.state.worker_registry import WorkerRegistry
@@ -100,7 +100,7 @@ class Exporter:
         process_wide: bool = False,
     ) -> None:
         """The one place a collector joins /metrics: guarded, so that it fails alone
-        (exporter/metrics/guard.py); with its outcome gauges unless ``process_wide``."""
+        (exporter/collectors/guard.py); with its outcome gauges unless ``process_wide``."""
         outcomes = None if process_wide else self.collector_outcomes
         guarded = GuardedCollector(name, collect, outcomes, lock, labels, clock=self.clock)
         # The outcomes come after every collector (the registry collects in order), so a

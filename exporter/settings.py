@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from exporter.brokers import Broker, for_url
-from exporter.metrics.native import MAX_SCHEMA, MIN_SCHEMA, NativeConfig
 from exporter.options import Fields, option
+from exporter.prom.native import MAX_SCHEMA, MIN_SCHEMA, NativeConfig
 
 # A broker's name: the `broker` label value, and the NAME: prefix of scoped options.
 BROKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")

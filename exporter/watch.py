@@ -19,6 +19,10 @@ from prometheus_client.core import Metric
 
 from exporter.beat_schedule import load_app, read_schedule
 from exporter.brokers.app import make_app
+from exporter.collectors.health import ExporterHealth
+from exporter.collectors.queues import QueueCollector, worker_reserved_family
+from exporter.collectors.tasks import TaskMetrics, arrival_families, schedule_families
+from exporter.collectors.workers import WorkerCollector
 from exporter.control import ControlThread, WorkerQueues
 from exporter.events.consumer import EventConsumer
 from exporter.events.dispatch import EventDispatcher
@@ -26,10 +30,6 @@ from exporter.events.ranges import EventRanges
 from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.logs import LogOnce
-from exporter.metrics.health import ExporterHealth
-from exporter.metrics.queues import QueueCollector, worker_reserved_family
-from exporter.metrics.tasks import TaskMetrics, arrival_families, schedule_families
-from exporter.metrics.workers import WorkerCollector
 from exporter.settings import MIN_TASK_NAME_FORGET_SECONDS, Settings
 from exporter.sources.runner import QueueSampler
 from exporter.state.label_cap import LabelCap
@@ -161,7 +161,7 @@ class BrokerWatch:
 
     def sources(self) -> list[Source]:
         """Where this broker's metrics come from, by collector name, for the registry (each
-        collector fails alone: exporter/metrics/guard.py)."""
+        collector fails alone: exporter/collectors/guard.py)."""
         queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
         workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
 
@@ -237,7 +237,7 @@ class BrokerWatch:
             self.worker_events.forget(hostname)
             self.control.forget(hostname)
             self.dispatcher.forget_worker(hostname)
-            self.health.dropped_label_values.inc(("hostname", "idle"))
+            self.health.labels_dropped("hostname", "idle")
         _log_some(
             logging.INFO, purged, "%sforgot worker %s (down longer than the purge time)", prefix,
             "%sforgot %d more workers (down longer than the purge time)",
@@ -261,14 +261,14 @@ class BrokerWatch:
             max(settings.queue_forget_after_seconds, MIN_TASK_NAME_FORGET_SECONDS),
             EXCEPTION_FORGET_AFTER_SECONDS,
         )
-        dropped = self.health.dropped_label_values
+        health = self.health
         if hostnames:
-            dropped.inc(("hostname", "idle"), float(len(hostnames)))
+            health.labels_dropped("hostname", "idle", float(len(hostnames)))
         if exceptions:
-            dropped.inc(("exception", "idle"), float(len(exceptions)))
+            health.labels_dropped("exception", "idle", float(len(exceptions)))
         self._queue_labels_released += len(queues)
-        dropped.values[("queue_name", "idle")] = float(
-            self.queue_registry.forgotten + self._queue_labels_released
+        health.set_labels_dropped(
+            "queue_name", "idle", float(self.queue_registry.forgotten + self._queue_labels_released)
         )
         self._ticks += 1
         if self._ticks % RUNNING_REFRESH_TICKS == 0:

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.connections import BUSY, HEAD, IDLE, SEND, Connection, ConnectionTable
 from exporter.handler_pool import HandlerPool
-from exporter.metrics.exposition import render
+from exporter.prom.exposition import render
 from exporter.webconfig import REALM, WebConfig, WebConfigReloader
 
 log = logging.getLogger(__name__)

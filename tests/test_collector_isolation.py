@@ -1,4 +1,4 @@
-"""Each collector fails alone (exporter/metrics/guard.py): a real exporter, in process, with
+"""Each collector fails alone (exporter/collectors/guard.py): a real exporter, in process, with
 its HTTP server and a real Redis broker; one collector raises on every scrape.
 
 /metrics still answers 200 in the text, OpenMetrics and protobuf formats with every other
@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.daemon import Exporter
-from exporter.metrics.exposition import FastFamily, LabelText, render
+from exporter.prom.exposition import FastFamily, LabelText, render
 from exporter.settings import Settings
 from tests.support.metrics import Samples, parse_samples, registry_samples, total, value
 from tests.support.metrics_proto import decode
@@ -71,7 +71,7 @@ def test_a_failing_collector_leaves_the_rest_of_the_scrape_served(
 ) -> None:
     breakable = Breakable()
     exporter.register_collector("breakable", breakable.collect)
-    caplog.set_level(logging.INFO, logger="exporter.metrics.guard")
+    caplog.set_level(logging.INFO, logger="exporter.collectors.guard")
     exporter.start()
     wait_for(lambda: exporter.ready()[0], 30, message="exporter never connected to Redis")
     received = {"type": "task-received", "uuid": "u1", "name": "app.t", "hostname": "w@h",

@@ -1,4 +1,4 @@
-"""The exporter's own exposition writer (exporter/metrics/exposition.py) gives the bytes
+"""The exporter's own exposition writer (exporter/prom/exposition.py) gives the bytes
 prometheus_client gives, in the Prometheus text format and in OpenMetrics, and both
 parsers read the same samples from it."""
 
@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.registry import Collector
 
 from exporter.daemon import Exporter
-from exporter.metrics.counting import LabelledCounter, LabelledHistogram
-from exporter.metrics.exposition import go_float, render
+from exporter.prom.counting import LabelledCounter, LabelledHistogram
+from exporter.prom.exposition import go_float, render
 from exporter.settings import Settings
 
 TEXT = ""  # no Accept header: the 0.0.4 text format
@@ -213,7 +213,7 @@ def test_numbers_as_go_writes_them(value: float) -> None:
 
 
 def test_broker_label_of_a_named_broker_is_written_in_order() -> None:
-    from exporter.metrics.guard import CollectorOutcomes, GuardedCollector
+    from exporter.collectors.guard import CollectorOutcomes, GuardedCollector
 
     registry = CollectorRegistry(auto_describe=False)
     for broker in ("orders", "billing"):

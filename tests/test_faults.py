@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from exporter.metrics.health import ExporterHealth
+from exporter.collectors.health import ExporterHealth
 from tests.support.events import RawEventConsumer
 from tests.support.exporter import ExporterProcess
 from tests.support.faultproxy import FaultProxy

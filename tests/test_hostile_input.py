@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.parser import (
 
 from exporter.daemon import Exporter
 from exporter.events.ranges import MAX_HEARTBEAT_FREQ_SECONDS
-from exporter.metrics.exposition import render
+from exporter.prom.exposition import render
 from exporter.settings import Settings
 from tests.support.metrics import Samples, parse_samples, registry_samples, total, value
 

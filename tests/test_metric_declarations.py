@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from exporter.metrics.counting import LabelledCounter, LabelledHistogram
-from exporter.metrics.tasks import TaskMetrics
+from exporter.collectors.tasks import TaskMetrics
+from exporter.prom.counting import LabelledCounter, LabelledHistogram
 from tests.support.promql import documented_metrics
 
 EXPORTER = Path(__file__).resolve().parents[1] / "exporter"

@@ -20,9 +20,9 @@ import pytest
 
 from exporter.cli import build_settings, command
 from exporter.daemon import Exporter
-from exporter.metrics.counting import LabelledCounter, LabelledHistogram
-from exporter.metrics.exposition import CACHE_SLACK, FastFamily, render, wants_protobuf
-from exporter.metrics.native import (
+from exporter.prom.counting import LabelledCounter, LabelledHistogram
+from exporter.prom.exposition import CACHE_SLACK, FastFamily, render, wants_protobuf
+from exporter.prom.native import (
     MAX_SCHEMA,
     MIN_SCHEMA,
     BucketRun,
@@ -32,7 +32,7 @@ from exporter.metrics.native import (
     bucket_upper_bound,
     spans_and_deltas,
 )
-from exporter.metrics.protobuf import CONTENT_TYPE
+from exporter.prom.protobuf import CONTENT_TYPE
 from exporter.settings import Settings
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, parse_samples

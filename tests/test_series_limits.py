@@ -292,7 +292,7 @@ def test_limits_from_the_command_line_with_a_real_worker(
 
 
 def test_label_cap_folds_counts_each_value_once_and_frees_a_place_on_forget() -> None:
-    from exporter.metrics.counting import LabelledCounter
+    from exporter.prom.counting import LabelledCounter
     from exporter.state.label_cap import LabelCap
 
     dropped = LabelledCounter("celery_exporter_dropped_label_values_total", "", ("label", "reason"))
@@ -336,7 +336,7 @@ def test_worker_hostname_cap_and_a_purged_worker_frees_its_place() -> None:
 
 
 def test_label_cap_counts_a_folded_value_once_across_forgets() -> None:
-    from exporter.metrics.counting import LabelledCounter
+    from exporter.prom.counting import LabelledCounter
     from exporter.state.label_cap import LabelCap
 
     dropped = LabelledCounter("celery_exporter_dropped_label_values_total", "", ("label", "reason"))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from celery import Celery
     from kombu.connection import Connection
 
-    from exporter.events.redis_stream import OnMessage, OnSkip, RedisEventStream
+    from exporter.events.stages import EventReader, OnMessage, OnSkip
     from exporter.settings import Settings
     from exporter.sources.base import QueueSource
 
@@ -60,7 +60,7 @@ class Broker(ABC):
 
     def event_reader(
         self, channel: object, on_body: OnMessage, on_skip: OnSkip
-    ) -> RedisEventStream | None:
+    ) -> EventReader | None:
         """A reader of the event subscription faster than kombu's, or None: kombu's
         ``drain_events`` delivers the events (events/consumer.py)."""
         return None

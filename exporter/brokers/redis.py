@@ -22,7 +22,8 @@ from exporter.brokers.base import (
     string,
     string_or_boolean,
 )
-from exporter.events.redis_stream import OnMessage, OnSkip, RedisEventStream
+from exporter.events.redis_stream import RedisEventStream
+from exporter.events.stages import OnMessage, OnSkip
 from exporter.sources.redis_queues import RedisQueueSource
 
 if TYPE_CHECKING:

@@ -36,8 +36,7 @@ from kombu.messaging import Consumer
 
 from exporter.brokers import bounded_connection
 from exporter.diagnose.errors import explain_connection_error
-from exporter.events.redis_stream import RedisEventStream
-from exporter.metrics.health import ExporterHealth
+from exporter.events.stages import ConnectionHealth, EventReader, OnMessage
 from exporter.redact import redact_text, redact_url
 from exporter.settings import Settings
 
@@ -60,8 +59,8 @@ class EventConsumer:
         self,
         app: Celery,
         settings: Settings,
-        on_message: Callable[[bytes | str, str | None], None],
-        health: ExporterHealth,
+        on_message: OnMessage,
+        health: ConnectionHealth,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -78,7 +77,7 @@ class EventConsumer:
         self._silent_since: float | None = None
         self._queue_name = f"celeryev.exporter.{uuid.uuid4().hex}"
         # The direct Redis reader of the current connection (None for RabbitMQ).
-        self.stream: RedisEventStream | None = None
+        self.stream: EventReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -120,10 +119,9 @@ class EventConsumer:
                             redact_url(self.settings.broker_url),
                         )
                         outage_logged = True
-                    self.health.connect_failures.inc(())
-                    self.health.broker_error = explain_connection_error(exc)
+                    self.health.connect_failed(explain_connection_error(exc))
             self.consuming.clear()
-            self.health.event_backlog_bytes = None
+            self.health.set_event_backlog(None)
             self.health.set_broker_up(False, self.clock())
             if self.stopping.is_set():
                 break
@@ -140,14 +138,13 @@ class EventConsumer:
         self._lost = True
         if exc is None:
             self._silent_since = self._last_message_at
-        # Counted before shown down: a scrape that sees the broker down sees why.
-        self.health.reconnects.inc((reason,))
         self.consuming.clear()
-        self.health.set_broker_up(False, self.clock())
-        self.health.broker_error = (
+        self.health.connection_lost(
+            reason,
             ("watchdog", "no events on a connection that carried events: reconnecting")
             if exc is None
-            else explain_connection_error(exc)
+            else explain_connection_error(exc),
+            self.clock(),
         )
         if exc is None:
             log.warning(
@@ -225,7 +222,7 @@ class EventConsumer:
                     if time.monotonic() > subscribe_deadline:
                         raise TimeoutError("the broker did not confirm the event subscription")
                     continue
-                self.health.event_backlog_bytes = stream.sample_backlog(self.clock())
+                self.health.set_event_backlog(stream.sample_backlog(self.clock()))
             else:
                 try:
                     conn.drain_events(timeout=DRAIN_TIMEOUT_SECONDS)
@@ -253,12 +250,12 @@ class EventConsumer:
         except Exception:
             # A bug or a message nothing anticipated must not cost the connection (and the
             # events sent while reconnecting).
-            self.health.skipped.inc(("handler_error",))
+            self.health.skip("handler_error")
             log.exception("could not handle an event message; skipped")
 
     def _skipped(self, reason: str) -> None:
         self._last_message_at = self.clock()
-        self.health.skipped.inc((reason,))
+        self.health.skip(reason)
 
 
 def _release_in_background(conn: Connection) -> None:

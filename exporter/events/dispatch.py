@@ -20,18 +20,21 @@ from typing import Any
 from exporter.events.decode import MalformedMessage, decode_events
 from exporter.events.ranges import CHECKED_TYPES, EventRanges
 from exporter.events.reorder import Reorder
-from exporter.events.tasks import TaskEventHandler, TaskHandler
+from exporter.events.stages import (
+    AwaitsWorker,
+    Event,
+    IntakeHealth,
+    TaskHandler,
+    WorkerHandler,
+)
+from exporter.events.tasks import TaskEventHandler
 from exporter.events.workers import WorkerEventHandler
 from exporter.labels import UNKNOWN, cached_label
 from exporter.logs import LogOnce
-from exporter.metrics.health import ExporterHealth
 from exporter.state.label_cap import LabelCap
 from exporter.state.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
-WorkerHandler = Callable[[Event, float], None]
 
 # Known types not turned into metrics (Celery's own, harmless).
 IGNORED_TYPES = frozenset({"worker-refused"})
@@ -46,12 +49,12 @@ class EventDispatcher:
         tasks: TaskEventHandler,
         workers: WorkerEventHandler,
         registry: WorkerRegistry,
-        health: ExporterHealth,
+        health: IntakeHealth,
         clock: Callable[[], float] = time.time,
         reorder_window: float = 2.0,
         ranges: EventRanges | None = None,
         hostnames: LabelCap | None = None,
-        awaits_worker: Callable[[str], bool] = lambda hostname: False,
+        awaits_worker: AwaitsWorker = lambda hostname: False,
     ) -> None:
         self.tasks = tasks
         self.workers = workers
@@ -63,7 +66,7 @@ class EventDispatcher:
         self._task_routes: dict[str, tuple[TaskHandler, tuple[str]]] = {
             etype: (handler, (etype,)) for etype, handler in self._task_handlers.items()
         }
-        self._event_counts = health.events.values
+        self._event_counts = health.event_tally()
         self._hostnames: dict[str, str] = {}
         # Hostname label -> its last task event (LabelCap.last_seen, batched off the hot path).
         self._hostname_seen: dict[str, float] = {}
@@ -88,7 +91,7 @@ class EventDispatcher:
             events = decode_events(body, content_type)
         except MalformedMessage as exc:
             with self.lock:
-                self.health.skipped.inc((exc.reason,))
+                self.health.skip(exc.reason)
             self._log_once(exc.reason, logging.WARNING, "skipping a message: %s", exc)
             return
         with self.lock:
@@ -97,14 +100,12 @@ class EventDispatcher:
                     self._dispatch(event, now)
                 except Exception:  # costs this event only, never the rest of the batch
                     self._handler_error(event.get("type") if type(event) is dict else None)
-            health = self.health
-            health.last_event_at = now
-            health.tracked_tasks = len(self.tasks.tracker)
-            health.held_tasks = len(self.reorder)
-            health.task_names = len(self.tasks.names)
+            self.health.received(
+                now, len(self.tasks.tracker), len(self.reorder), len(self.tasks.names)
+            )
 
     def _skip(self, reason: str, message: str, *args: object) -> None:
-        self.health.skipped.inc((reason,))
+        self.health.skip(reason)
         self._log_once(reason, logging.WARNING, "skipping an event (%s): " + message, reason, *args)
 
     def _dispatch(self, event: Any, now: float) -> None:
@@ -157,14 +158,14 @@ class EventDispatcher:
 
         worker_handler = self._worker_handlers.get(etype)
         if worker_handler is not None:
-            self.health.events.inc((etype,))
+            self.health.count_event(etype)
             event = self._in_range(event, etype, now)
             try:
                 worker_handler(event, now)
             except Exception:  # never let one event stop the stream
                 self._handler_error(etype)
         elif etype in IGNORED_TYPES:
-            self.health.events.inc((etype,))
+            self.health.count_event(etype)
         else:
             self._skip("unknown_type", "type %.80r", etype)
 
@@ -172,7 +173,7 @@ class EventDispatcher:
         """``event`` without its out-of-range numbers (counted, logged once per field)."""
         bad = self.ranges.bad_fields(event, etype, now)
         if bad:
-            self.health.skipped.inc(("out_of_range",))
+            self.health.skip("out_of_range")
             for field in bad:
                 self._log_once(
                     ("out_of_range", field),
@@ -220,7 +221,7 @@ class EventDispatcher:
         self._apply_task(handler, event, event["uuid"], hostname, now)
 
     def _handler_error(self, etype: object) -> None:
-        self.health.skipped.inc(("handler_error",))
+        self.health.skip("handler_error")
         self._log_once(
             ("handler_error", etype),
             logging.ERROR,
@@ -271,7 +272,7 @@ class EventDispatcher:
             self.tasks.metrics.forget("name", gone)
             for name in gone:
                 self.tasks.arrivals.forget_unless_periodic(name, keep)
-            self.health.task_names = len(names)
+            self.health.set_task_names(len(names))
         return gone
 
     def release_idle_labels(
@@ -312,9 +313,6 @@ class EventDispatcher:
                 self._apply_held(held, now)
             tracker = self.tasks.tracker
             tracker.expire(now)
-            self.health.tracked_tasks = len(tracker)
-            self.health.held_tasks = len(self.reorder)
-            self.health.task_names = len(self.tasks.names)
+            self.health.set_sizes(len(tracker), len(self.reorder), len(self.tasks.names))
             # The tracker keeps the tallies (no counter call on the hot path); mirror them.
-            self.health.evictions.values[("size",)] = float(tracker.evicted_by_size)
-            self.health.evictions.values[("age",)] = float(tracker.evicted_by_age)
+            self.health.set_evictions(tracker.evicted_by_size, tracker.evicted_by_age)

@@ -31,6 +31,7 @@ from orjson import loads as _loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 
+from exporter.events.stages import OnMessage, OnSkip
 from exporter.logs import LogOnce
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,6 @@ COMPACT_AFTER_BYTES = 1 << 20
 COMPACT_EVERY_MESSAGES = 128
 # How often Redis is asked how much it holds for us (CLIENT LIST, our connection's omem).
 BACKLOG_SAMPLE_SECONDS = 5.0
-
-OnMessage = Callable[[Any, "str | None"], None]
-OnSkip = Callable[[str], None]
 
 
 def is_redis_channel(channel: object) -> bool:

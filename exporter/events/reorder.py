@@ -28,12 +28,10 @@ takes longer than ``window`` no longer loses the race (incident of issue 15: one
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
 
+from exporter.events.stages import AwaitsWorker, Event
 from exporter.state.task_tracker import TaskTracker
 
-Event = dict[str, Any]
 SENT_EVENTS_RECENT_SECONDS = 300.0
 # How long a new worker's task events may wait for its active_queues answer (a few retries
 # of the control thread's request, which backs off 1, 2, 4 s).
@@ -47,7 +45,7 @@ class Reorder:
         tracker: TaskTracker,
         window: float,
         max_held: int = 10_000,
-        awaits_worker: Callable[[str], bool] = lambda hostname: False,
+        awaits_worker: AwaitsWorker = lambda hostname: False,
     ) -> None:
         self.tracker = tracker
         self.window = window

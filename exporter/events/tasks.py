@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
+from exporter.events.stages import (
+    Event,
+    QueueConsumed,
+    QueueOfWorker,
+    TaskCounters,
+    TaskHandler,
+)
 from exporter.labels import UNKNOWN, cached_label
-from exporter.metrics.tasks import TaskMetrics
 from exporter.state.arrivals import ArrivalTracker
 from exporter.state.label_cap import LabelCap
 from exporter.state.task_names import OTHER, TaskNames
 from exporter.state.task_tracker import TaskTracker, TrackedTask
 
-Event = dict[str, Any]
-TaskHandler = Callable[[Event, str, str, float], None]
 MAX_QUEUES_SEEN = 1_000
 # Celery 5.5+ native delayed delivery (RabbitMQ, quorum queues): an ETA/countdown task is
 # published to exchange ``celery_delayed_27`` with routing key "<28 bits of the delay, dot
@@ -108,13 +110,13 @@ def _traceback_class(text: str) -> str | None:
 class TaskEventHandler:
     def __init__(
         self,
-        metrics: TaskMetrics,
+        metrics: TaskCounters,
         tracker: TaskTracker,
-        queue_of_worker: Callable[[str], str | None],
+        queue_of_worker: QueueOfWorker,
         names: TaskNames | None = None,
         queue_names: LabelCap | None = None,
         exceptions: LabelCap | None = None,
-        consumed: Callable[[str], bool] = lambda queue: False,
+        consumed: QueueConsumed = lambda queue: False,
     ) -> None:
         self.metrics = metrics
         self.tracker = tracker

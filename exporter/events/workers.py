@@ -9,14 +9,10 @@ beyond the cap is not tracked (its events are counted, and the hostname in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from exporter.events.stages import Event, OnNewWorker, WorkerHandler
 from exporter.labels import cached_label
 from exporter.state.label_cap import OTHER, LabelCap
 from exporter.state.worker_registry import WorkerRegistry
-
-Event = dict[str, Any]
 
 
 def _number(value: object) -> float | None:
@@ -34,7 +30,7 @@ class WorkerEventHandler:
     def __init__(
         self,
         registry: WorkerRegistry,
-        on_new_worker: Callable[[str], None] | None = None,
+        on_new_worker: OnNewWorker | None = None,
         hostnames: LabelCap | None = None,
     ) -> None:
         self.registry = registry
@@ -44,7 +40,7 @@ class WorkerEventHandler:
         self.on_new_worker = on_new_worker
         self._known: set[str] = set()
 
-    def handlers(self) -> dict[str, Callable[[Event, float], None]]:
+    def handlers(self) -> dict[str, WorkerHandler]:
         return {
             "worker-online": self.on_online,
             "worker-heartbeat": self.on_heartbeat,

@@ -304,16 +304,22 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _is_kombu_message(raw: object) -> bool:
-    """A kombu message envelope as kombu's Redis transport stores it (JSON with
-    ``properties.delivery_info``, or a Celery task's ``headers.task``)."""
+def _envelope(raw: object) -> dict[str, Any] | None:
+    """``raw`` parsed as a JSON object, else None (not text: no such list, or not a list)."""
     if not isinstance(raw, bytes | str):
-        return False  # no such list, or not a list (the reply is an error)
+        return None
     try:
         envelope = json.loads(raw)
     except (ValueError, TypeError):
-        return False
-    if not isinstance(envelope, dict):
+        return None
+    return envelope if isinstance(envelope, dict) else None
+
+
+def _is_kombu_message(raw: object) -> bool:
+    """A kombu message envelope as kombu's Redis transport stores it (JSON with
+    ``properties.delivery_info``, or a Celery task's ``headers.task``)."""
+    envelope = _envelope(raw)
+    if envelope is None:
         return False
     properties, headers = envelope.get("properties"), envelope.get("headers")
     return (isinstance(properties, dict) and isinstance(properties.get("delivery_info"), dict)) or (
@@ -323,13 +329,8 @@ def _is_kombu_message(raw: object) -> bool:
 
 def _message_id(raw: bytes | str | None) -> str | None:
     """The Celery task id in a queued message envelope (headers.id), if readable."""
-    if raw is None:
-        return None
-    try:
-        envelope = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(envelope, dict):
+    envelope = _envelope(raw)
+    if envelope is None:
         return None
     headers = envelope.get("headers")
     if isinstance(headers, dict) and isinstance(headers.get("id"), str):

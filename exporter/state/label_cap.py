@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from exporter.labels import UNKNOWN
-from exporter.metrics.counting import LabelledCounter
+from exporter.prom.counting import LabelledCounter
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from fnmatch import translate
 
 from exporter.labels import UNKNOWN, label_value
-from exporter.metrics.counting import LabelledCounter
+from exporter.prom.counting import LabelledCounter
 
 OTHER = "(other)"
 # Remembered raw name -> label decisions; beyond this the memo is reset (decisions are

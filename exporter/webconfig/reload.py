@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.prom.families import by_label
 from exporter.webconfig.auth import AUTH_FAILURE_REASONS
 from exporter.webconfig.fields import WebConfigError
 from exporter.webconfig.load import load_web_config
@@ -74,22 +75,20 @@ class WebConfigReloader:
         with self._auth_lock:
             auth_failures = dict(self._auth_failures)
         if self.current.auth is not None:
-            refused = CounterMetricFamily(
+            yield by_label(
+                CounterMetricFamily,
                 "celery_exporter_http_auth_failures_total",
                 "Requests refused by basic auth (--web-config-file), by reason.",
-                labels=["reason"],
+                "reason",
+                auth_failures.items(),
             )
-            for reason, count in auth_failures.items():
-                refused.add_metric([reason], count)
-            yield refused
-        reloads = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "celery_exporter_web_config_reloads_total",
             "Reloads of --web-config-file (SIGHUP), by result.",
-            labels=["result"],
+            "result",
+            results.items(),
         )
-        for result, count in results.items():
-            reloads.add_metric([result], count)
-        yield reloads
         yield GaugeMetricFamily(
             "celery_exporter_web_config_last_reload_success_timestamp_seconds",
             "When --web-config-file was last loaded successfully (at start or on SIGHUP).",

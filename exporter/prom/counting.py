@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from prometheus_client.core import Metric
 
-from exporter.metrics.exposition import FastCounterFamily, FastHistogramFamily, LabelText
-from exporter.metrics.native import NativeBuckets, NativeConfig
+from exporter.prom.exposition import FastCounterFamily, FastHistogramFamily, LabelText
+from exporter.prom.native import NativeBuckets, NativeConfig
 
 
 def _go_float(bound: float) -> str:

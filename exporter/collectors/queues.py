@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.control import WorkerQueues
+from exporter.prom.families import by_label
 from exporter.sources.runner import QueueSampler
 from exporter.state.worker_registry import WorkerRegistry
 
@@ -87,22 +88,25 @@ class QueueCollector:
             worker_consumers.add_metric([queue], float(listening.get(queue, 0)))
         yield from (ready, by_priority, mismatch, reserved, oldest)
         yield from (broker_consumers, worker_consumers)
-        if snapshot is not None and snapshot.sample.delayed_total is not None:
-            delayed = GaugeMetricFamily(
+        if snapshot is None:
+            return
+        # Broker-wide totals: only where the broker's sample holds them.
+        for name, documentation, total in (
+            (
                 "celery_broker_delayed_messages",
                 "RabbitMQ: ETA/countdown tasks not due yet, waiting in Celery's native delayed "
                 "delivery queues (celery_delayed_0..27; Celery 5.5+ with quorum queues), sampled.",
-            )
-            delayed.add_metric([], float(snapshot.sample.delayed_total))
-            yield delayed
-        if snapshot is not None and snapshot.sample.reserved_total is not None:
-            total = GaugeMetricFamily(
+                snapshot.sample.delayed_total,
+            ),
+            (
                 "celery_broker_reserved_messages",
                 "All unacknowledged messages in Redis' unacked hash, sampled. Per-queue "
                 "counts are exported while this is at most the scan limit (10,000).",
-            )
-            total.add_metric([], float(snapshot.sample.reserved_total))
-            yield total
+                snapshot.sample.reserved_total,
+            ),
+        ):
+            if total is not None:
+                yield GaugeMetricFamily(name, documentation, value=float(total))
 
     def _live_consumers(self) -> dict[str, int]:
         up = {w.hostname for w in self.workers.snapshot() if w.up}
@@ -147,13 +151,12 @@ class QueueCollector:
 
 def worker_reserved_family(reserved: dict[str, int]) -> Iterator[Metric]:
     """From task events (any broker): tasks workers took from each queue, not started yet."""
-    family = GaugeMetricFamily(
+    yield by_label(
+        GaugeMetricFamily,
         "celery_queue_worker_reserved_tasks",
         "Tasks live workers received from the queue and have not started (prefetched, or "
         "ETA/countdown held), from task events, refreshed every 5 s. On RabbitMQ these are "
         "the queue's unacknowledged messages (with acks_late, add the running tasks).",
-        labels=["queue_name"],
+        "queue_name",
+        ((queue, float(count)) for queue, count in sorted(reserved.items())),
     )
-    for queue, count in sorted(reserved.items()):
-        family.add_metric([queue], float(count))
-    yield family

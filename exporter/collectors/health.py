@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.metrics.counting import LabelledCounter
+from exporter.prom.counting import LabelledCounter
 
 
 class ExporterHealth:
@@ -78,6 +78,58 @@ class ExporterHealth:
         for reason in ("error", "watchdog"):
             self.reconnects.inc((reason,), 0.0)
 
+    # -- what the writers may do (events/stages.py names each writer's part) --------------
+
+    def event_tally(self) -> dict[tuple[str, ...], float]:
+        return self.events.values
+
+    def count_event(self, etype: str) -> None:
+        self.events.inc((etype,))
+
+    def skip(self, reason: str) -> None:
+        self.skipped.inc((reason,))
+
+    def received(self, now: float, tracked: int, held: int, names: int) -> None:
+        self.last_event_at = now
+        self.tracked_tasks = tracked
+        self.held_tasks = held
+        self.task_names = names
+
+    def set_sizes(self, tracked: int, held: int, names: int) -> None:
+        self.tracked_tasks = tracked
+        self.held_tasks = held
+        self.task_names = names
+
+    def set_task_names(self, names: int) -> None:
+        self.task_names = names
+
+    def set_evictions(self, by_size: int, by_age: int) -> None:
+        self.evictions.values[("size",)] = float(by_size)
+        self.evictions.values[("age",)] = float(by_age)
+
+    def connect_failed(self, error: tuple[str, str]) -> None:
+        self.connect_failures.inc(())
+        self.broker_error = error
+
+    def connection_lost(self, reason: str, error: tuple[str, str], now: float) -> None:
+        # Counted before shown down: a scrape that sees the broker down sees why.
+        self.reconnects.inc((reason,))
+        self.set_broker_up(False, now)
+        self.broker_error = error
+
+    def set_event_backlog(self, backlog_bytes: int | None) -> None:
+        self.event_backlog_bytes = backlog_bytes
+
+    def enable_events_broadcast(self) -> None:
+        self.enable_events_sent.inc(())
+
+    def labels_dropped(self, label: str, reason: str, count: float = 1.0) -> None:
+        self.dropped_label_values.inc((label, reason), count)
+
+    def set_labels_dropped(self, label: str, reason: str, total: float) -> None:
+        """For a tally kept elsewhere (the queue registry's forgotten queues)."""
+        self.dropped_label_values.values[(label, reason)] = total
+
     def set_broker_up(self, up: bool, now: float) -> None:
         with self._lock:
             if up and self._down_since is not None:
@@ -114,65 +166,57 @@ class ExporterHealth:
             return total
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_broker_up",
             "1 while the exporter is connected to the broker and consuming events, else 0.",
+            value=1.0 if self.broker_up else 0.0,
         )
-        up.add_metric([], 1.0 if self.broker_up else 0.0)
-        yield up
-        down = CounterMetricFamily(
+        yield CounterMetricFamily(
             "celery_exporter_broker_down_seconds_total",
             "Seconds the exporter was not connected to the broker and consuming events since "
             "it started (the current outage included): events sent meanwhile were lost.",
+            value=self.broker_down_seconds(),
         )
-        down.add_metric([], self.broker_down_seconds())
-        yield down
-        last = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_last_event_timestamp_seconds",
             "When the exporter last received an event (its own clock); 0 before the first.",
+            value=self.last_event_at or 0.0,
         )
-        last.add_metric([], self.last_event_at or 0.0)
-        yield last
         # A lag measured long ago says nothing about now (and must not keep an alert firing).
         recent = self.last_event_at is not None and time.time() - self.last_event_at < 60
         if self.event_lag is not None and recent:
-            lag = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "celery_exporter_event_lag_seconds",
                 "Receive time minus the sender's timestamp, for the latest event (absent when "
                 "no event arrived for a minute). Includes worker-side batching and clock skew "
                 "between hosts.",
+                value=self.event_lag,
             )
-            lag.add_metric([], self.event_lag)
-            yield lag
         backlog = self.event_backlog_bytes
         if backlog is not None:
-            family = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "celery_exporter_event_backlog_bytes",
                 "Redis brokers: bytes of event messages Redis holds for the exporter and has "
                 "not sent yet (its pub/sub output buffer, sampled every 5 s). Redis drops the "
                 "subscriber, and the events in it, at client-output-buffer-limit pubsub "
                 "(32 MiB by default).",
+                value=float(backlog),
             )
-            family.add_metric([], float(backlog))
-            yield family
-        tracked = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_tracked_tasks",
             "Tasks in flight the exporter remembers (name, queue, timestamps).",
+            value=float(self.tracked_tasks),
         )
-        tracked.add_metric([], float(self.tracked_tasks))
-        yield tracked
-        held = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_held_tasks",
             "New tasks whose worker events wait (up to --reorder-window) for their task-sent.",
+            value=float(self.held_tasks),
         )
-        held.add_metric([], float(self.held_tasks))
-        yield held
-        names = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "celery_exporter_task_names",
             "Distinct task names with series of their own (compare with --max-task-names).",
+            value=float(self.task_names),
         )
-        names.add_metric([], float(self.task_names))
-        yield names
         for counter in (
             self.reconnects,
             self.connect_failures,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from exporter.metrics.native import NativeBuckets, spans_and_deltas
+from exporter.prom.native import NativeBuckets, spans_and_deltas
 
 CONTENT_TYPE = (
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from exporter.metrics.exposition import FastFamily
+from exporter.prom.exposition import FastFamily
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.beat_schedule import ScheduleEntry
-from exporter.metrics.counting import LabelledCounter, LabelledHistogram
-from exporter.metrics.native import NativeConfig
+from exporter.prom.counting import LabelledCounter, LabelledHistogram
+from exporter.prom.native import NativeConfig
 from exporter.state.arrivals import ArrivalStats
 
 NO_WORKER_LABELS = ("name", "queue_name")

@@ -26,12 +26,12 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.logs import LogOnce
-from exporter.metrics import protobuf
-from exporter.metrics.native import NativeBuckets, NativeConfig
+from exporter.prom import protobuf
+from exporter.prom.native import NativeBuckets, NativeConfig
 
 log = logging.getLogger(__name__)
 # A family that cannot be written is left out of the scrape, logged once per family name
-# (metrics/guard.py does the same for a collector that cannot gather its families).
+# (collectors/guard.py does the same for a collector that cannot gather its families).
 _log_once = LogOnce(log, max_keys=1_000)
 
 INF = float("inf")

@@ -1,1 +1,0 @@
-"""Metric families rendered from the exporter's state at scrape time."""
