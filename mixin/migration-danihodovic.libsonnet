@@ -1,5 +1,9 @@
 // Optional rule groups: danihodovic/celery-exporter names re-created from ours (alerts/migration-danihodovic.rules.yml).
 // Not part of prometheusRules: load them only while you need them.
+// The gauges are re-created once per cluster (each replica's value, then the largest across
+// replicas: docs/scaling.md "Two replicas"). The runtime histogram stays per replica: the
+// largest of two replicas' cumulative buckets is not a counter (it can step back when the
+// fuller replica restarts), so dashboards that sum it count twice with two replicas running.
 {
   local cfg = $._config,
 
@@ -10,26 +14,28 @@
       rules: [
         {
           record: "celery_worker_tasks_active",
-          expr: "celery_worker_active_tasks%(sel)s" % cfg,
+          expr: "%(replicaMax)s (celery_worker_active_tasks%(sel)s)" % cfg,
         },
         {
           record: "celery_queue_length",
-          expr: "celery_queue_messages%(sel)s" % cfg,
+          expr: "%(replicaMax)s (celery_queue_messages%(sel)s)" % cfg,
         },
         {
           record: "celery_active_consumer_count",
-          expr: "celery_queue_broker_consumers%(sel)s" % cfg,
+          expr: "%(replicaMax)s (celery_queue_broker_consumers%(sel)s)" % cfg,
         },
         {
           record: "celery_active_worker_count",
-          expr: "celery_queue_worker_consumers%(sel)s" % cfg,
+          expr: "%(replicaMax)s (celery_queue_worker_consumers%(sel)s)" % cfg,
         },
         {
           record: "celery_active_process_count",
           expr: |||
-            sum by (instance, job, broker, queue_name) (
-              celery_worker_queue_info%(sel)s
-                * on (instance, job, broker, hostname) group_left celery_worker_pool_processes%(sel)s
+            sum by (%(cluster)sbroker, queue_name) (
+              %(replicaMax)s (
+                celery_worker_queue_info%(sel)s
+                  * on (%(cluster)s%(replicaBy)s, broker, hostname) group_left celery_worker_pool_processes%(sel)s
+              )
             )
           ||| % cfg,
         },
