@@ -3,14 +3,14 @@ the worker label can be dropped, idle names lose their series (never those an al
 and nothing exports ``_created`` series.
 
 These drive the real daemon object in-process (decode, dispatch, metrics, exposition) with
-a clock the test controls, since idle times are hours long.
+a clock the test controls, since idle times are hours long. The limits given as flags to
+the exporter process, with a real worker: tests/integration/events/test_series_limits.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from exporter.daemon import IDLE_NAMES_TICKS, Exporter
 from exporter.settings import MIN_TASK_NAME_FORGET_SECONDS, Settings
 from exporter.state.task_names import OTHER, TaskNames
-from tests.support.exporter import ExporterProcess
-from tests.support.metrics import Samples, label_values, registry_samples, total, value
-from tests.support.waiting import wait_for
-from tests.support.workers import CeleryWorker, Producer
+from tests.support.metrics import label_values, registry_samples, total, value
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -250,45 +247,6 @@ def test_idle_removal_outlives_every_shipped_alert_window() -> None:
                     longest_for = max(longest_for, _seconds(rule["for"]))
     assert longest_range > 0 and longest_for > 0
     assert longest_range + longest_for < MIN_TASK_NAME_FORGET_SECONDS
-
-
-def test_limits_from_the_command_line_with_a_real_worker(
-    redis_url: str,
-    exporter_factory: Callable[..., ExporterProcess],
-    worker_factory: Callable[..., CeleryWorker],
-    producer_factory: Callable[..., Producer],
-) -> None:
-    exporter = exporter_factory(
-        redis_url, "--task-exclude", "tests.fail", "--max-task-names", "1",
-        "--no-task-worker-label",
-    )  # fmt: skip
-    worker = worker_factory(redis_url, "limits@test", queues=("celery",), pool="solo")
-    worker.wait_ready()
-    producer = producer_factory(redis_url, send_sent_event=True)
-    for i in range(3):
-        producer.send("tests.add", args=(i, i))  # admitted: the first name
-    for _ in range(2):
-        producer.send("tests.fail", args=("boom",))  # excluded
-    producer.send("tests.retry_once", args=("k",))  # over the cap of 1
-
-    def settled() -> Samples | None:
-        s = exporter.scrape()
-        done = (
-            total(s, "celery_task_succeeded_total") == 4
-            and total(s, "celery_task_failed_total") == 2
-        )
-        return s if done else None
-
-    s = wait_for(settled, 60, interval=0.25, message=lambda: exporter.log())
-    assert value(s, "celery_task_succeeded_total", name="tests.add", queue_name="celery") == 3
-    assert value(s, "celery_task_succeeded_total", name=OTHER, queue_name="celery") == 1
-    assert value(s, "celery_task_failed_total", name=OTHER, queue_name="celery",
-                 exception="ValueError") == 2  # fmt: skip
-    assert value(s, "celery_exporter_dropped_label_values_total", label="name",
-                 reason="excluded") == 1  # fmt: skip
-    assert value(s, "celery_exporter_dropped_label_values_total", label="name",
-                 reason="over_limit") == 1  # fmt: skip
-    assert all("hostname" not in dict(labels) for (n, labels) in s if n.startswith("celery_task_"))
 
 
 def test_label_cap_folds_counts_each_value_once_and_frees_a_place_on_forget() -> None:
