@@ -82,16 +82,29 @@ def assert_gap_closed(exporter: ExporterProcess) -> None:
     assert value(exporter.scrape(), "celery_exporter_broker_down_seconds_total") == gap
 
 
-def test_redis_outage_is_reported_and_counting_resumes(
+def own_broker(kind: str, workdir: Path) -> tuple[RedisServer | RabbitMQServer, str]:
+    """A broker of the test's own, which it stops and starts again on the same port. RabbitMQ:
+    on the default vhost, since stop() takes the whole node down, and the restarted node
+    finds vhost "/" (and the durable "celery" queue) in its data directory."""
+    if kind == "redis":
+        redis = RedisServer(workdir / "own-redis")
+        redis.start()
+        return redis, redis.url(0)
+    rabbitmq = RabbitMQServer(workdir / "own-rabbitmq")
+    rabbitmq.start()
+    return rabbitmq, rabbitmq.url("/")
+
+
+@pytest.mark.parametrize("kind", ["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def test_outage_is_reported_and_counting_resumes(
+    kind: str,
     tmp_path: Path,
     exporter_factory: Callable[..., ExporterProcess],
     worker_factory: Callable[..., CeleryWorker],
     producer_factory: Callable[..., Producer],
 ) -> None:
-    server = RedisServer(tmp_path / "own-redis")
-    server.start()
+    server, url = own_broker(kind, tmp_path)
     try:
-        url = server.url(0)
         exporter = exporter_factory(url, "--reconnect-max-backoff", "1")
         worker = worker_factory(url, "steady@test")
         worker.wait_ready()
@@ -100,74 +113,7 @@ def test_redis_outage_is_reported_and_counting_resumes(
         for i in range(5):
             producer.send("tests.add", args=(i, i))
         wait_for(lambda: succeeded(exporter, "steady@test") == 5, 30)
-        # Traffic while the broker restarts: a task is running when Redis goes away and
-        # ends during the outage (as in the RabbitMQ test below; its events may or may not
-        # get through, so it has another name and stays out of the tests.add counts).
-        gate = tmp_path / "end-the-running-task"
-        running = producer.send("tests.wait_for_file", args=(str(gate),))
-        wait_for(
-            lambda: f"tests.wait_for_file[{running}] received" in worker.log_text(),
-            30,
-            message=lambda: worker.log_text()[-3000:],
-        )
-
-        server.stop()
-        assert_outage_reported(exporter, "redis")
-        gate.touch()
-        wait_for(
-            lambda: f"tests.wait_for_file[{running}] succeeded" in worker.log_text(),
-            30,
-            message=lambda: worker.log_text()[-3000:],
-        )
-
-        server.start()  # same port
-        wait_for(lambda: exporter.status("/readyz") == 200, 30)
-        # The worker reconnects on its own; new tasks are counted on top of the old ones.
-        wait_for(
-            lambda: value(exporter.scrape(), "celery_worker_up", hostname="steady@test") == 1, 60
-        )
-        for i in range(3):
-            producer.send("tests.add", args=(i, 10))
-        wait_for(
-            lambda: succeeded(exporter, "steady@test") == 8,
-            60,
-            message=lambda: exporter.log()[-3000:],
-        )
-        s = exporter.scrape()
-        assert value(s, "celery_exporter_broker_up") == 1
-        assert value(s, "celery_exporter_broker_reconnects_total", reason="error") == 1
-        assert exporter.process.running
-        assert_gap_closed(exporter)
-        wait_for(
-            lambda: value(exporter.scrape(), "celery_exporter_source_up", source="redis") == 1,
-            30,
-        )
-    finally:
-        server.stop()
-
-
-@pytest.mark.rabbitmq
-def test_rabbitmq_outage_is_reported_and_counting_resumes(
-    tmp_path: Path,
-    exporter_factory: Callable[..., ExporterProcess],
-    worker_factory: Callable[..., CeleryWorker],
-    producer_factory: Callable[..., Producer],
-) -> None:
-    # A node of its own, on the default vhost: stop() takes the whole node down, and the
-    # restarted node finds vhost "/" (and the durable "celery" queue) in its data directory.
-    server = RabbitMQServer(tmp_path / "own-rabbitmq")
-    server.start()
-    try:
-        url = server.url("/")
-        exporter = exporter_factory(url, "--reconnect-max-backoff", "1")
-        worker = worker_factory(url, "steady@test")
-        worker.wait_ready()
-        exporter.wait_worker_queues("steady@test")
-        producer = producer_factory(url, send_sent_event=True)
-        for i in range(5):
-            producer.send("tests.add", args=(i, i))
-        wait_for(lambda: succeeded(exporter, "steady@test") == 5, 30)
-        # Traffic while the broker goes away: a task is running when the node drops its
+        # Traffic while the broker goes away: a task is running when the broker drops its
         # connections, and ends during the outage (when the test creates its file). A solo
         # worker publishes a task's events only once it finished, so its log says when the
         # task began. Whether its events get through after the outage is up to Celery, so it
@@ -180,8 +126,8 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
             message=lambda: worker.log_text()[-3000:],
         )
 
-        server.stop()  # the node resets every client connection
-        assert_outage_reported(exporter, "rabbitmq")
+        server.stop()  # Redis, or the whole RabbitMQ node: every client connection reset
+        assert_outage_reported(exporter, kind)
         gate.touch()
         wait_for(
             lambda: f"tests.wait_for_file[{running}] succeeded" in worker.log_text(),
@@ -189,7 +135,7 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
             message=lambda: worker.log_text()[-3000:],
         )
 
-        server.start()  # same port, same data directory
+        server.start()  # same port (RabbitMQ: same data directory)
         back_at = time.time()
         wait_for(lambda: exporter.status("/readyz") == 200, 30, message=lambda: exporter.log())
         # The worker reconnects on its own (Celery retries every few seconds). It may still
@@ -200,6 +146,7 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
             60,
             message=lambda: "worker did not come back:\n" + worker.log_text()[-3000:],
         )
+        # New tasks are counted on top of the old ones.
         for i in range(3):
             producer.send("tests.add", args=(i, 10))
         wait_for(
@@ -212,6 +159,10 @@ def test_rabbitmq_outage_is_reported_and_counting_resumes(
         assert value(s, "celery_exporter_broker_reconnects_total", reason="error") == 1
         assert exporter.process.running
         assert_gap_closed(exporter)
+        wait_for(
+            lambda: value(exporter.scrape(), "celery_exporter_source_up", source=kind) == 1,
+            30,
+        )
     finally:
         server.stop()
 
