@@ -24,11 +24,9 @@ from typing import Any
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.webconfig import BasicAuth, WebConfigError, WebConfigReloader, load_web_config
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import parse_samples
-from tests.support.tls import TlsFiles, make_certificates, make_client_certificate
+from tests.support.tls import Pki, tls_config
 from tests.support.waiting import wait_for
 
 # Cost 4, the minimum: the tests check behaviour, not bcrypt's speed.
@@ -39,21 +37,6 @@ NEW_HASH = bcrypt.hashpw(NEW_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode
 SECRETS = (PASSWORD, NEW_PASSWORD, HASH, NEW_HASH)
 WWW_AUTHENTICATE = 'Basic realm="celery-metrics-exporter", charset="UTF-8"'
 CURL = shutil.which("curl")
-
-
-class Pki:
-    """Two independent CAs, each with a server certificate, and client certificates."""
-
-    def __init__(self, root: Path) -> None:
-        self.one: TlsFiles = make_certificates(root / "one")
-        self.two: TlsFiles = make_certificates(root / "two")
-        self.client_one = make_client_certificate(
-            self.one, root / "clients", "client-one", san="DNS:client-one.example"
-        )
-        self.client_other = make_client_certificate(
-            self.one, root / "clients", "client-other", san="DNS:other.example,IP:::1"
-        )
-        self.client_two = make_client_certificate(self.two, root / "clients-two", "client-two")
 
 
 @pytest.fixture(scope="module")
@@ -122,18 +105,6 @@ def served_fingerprint(port: int) -> str:
 
 def file_fingerprint(cert: Path) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
-
-
-def tls_config(
-    files: TlsFiles,
-    users: dict[str, str] | None = None,
-    extra_tls: str = "",
-    extra: str = "",
-) -> str:
-    text = f"tls_server_config:\n  cert_file: {files.cert}\n  key_file: {files.key}\n{extra_tls}"
-    if users:
-        text += "basic_auth_users:\n" + "".join(f"  {u}: {h}\n" for u, h in users.items())
-    return text + extra
 
 
 def samples_of(body: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
@@ -372,27 +343,6 @@ def test_client_allowed_sans_refuses_other_names(
         https_get(exporter.port, "/healthz", other)
     assert https_get(exporter.port, "/healthz", good).status == 200
     assert "Traceback" not in exporter.log()
-
-
-def test_peer_sans_as_the_toolkit_reads_them() -> None:
-    cert = {
-        "subjectAltName": (
-            ("DNS", "a.example"),
-            ("IP Address", "2001:DB8:0:0:0:0:0:1\n"),
-            ("IP Address", "10.0.0.1"),
-            ("email", "ops@example.com"),
-            ("URI", "spiffe://cluster/ns/monitoring"),
-            ("DirName", "ignored"),
-        )
-    }
-    assert webconfig.peer_sans(cert) == {
-        "a.example",
-        "2001:db8::1",
-        "10.0.0.1",
-        "ops@example.com",
-        "spiffe://cluster/ns/monitoring",
-    }
-    assert webconfig.peer_sans(None) == set()
 
 
 def test_client_certificate_verified_if_given(
@@ -815,159 +765,6 @@ def test_rate_limit_answers_429_beyond_the_burst(
         assert (limited.status, limited.body) == (429, "too many requests\n")
     finally:
         conn.close()
-
-
-def test_go_durations_and_the_token_bucket() -> None:
-    assert webconfig.parse_go_duration("1s") == 1.0
-    assert webconfig.parse_go_duration("250ms") == 0.25
-    assert webconfig.parse_go_duration("1h30m") == 5400.0
-    assert webconfig.parse_go_duration("1.5s") == 1.5
-    assert webconfig.parse_go_duration("0") == 0.0
-    for bad in ("", "1", "s", "1x", "-1s", "1s ", "1 s"):
-        with pytest.raises(ValueError):
-            webconfig.parse_go_duration(bad)
-    now = [100.0]
-    limiter = webconfig.RateLimiter(interval=2.0, burst=2, clock=lambda: now[0])
-    assert [limiter.allow() for _ in range(3)] == [True, True, False]
-    now[0] += 1.0  # half a token
-    assert not limiter.allow()
-    now[0] += 1.0  # a whole one
-    assert limiter.allow()
-    assert not limiter.allow()
-    now[0] += 100.0  # refills up to the burst, no further
-    assert [limiter.allow() for _ in range(3)] == [True, True, False]
-
-
-def test_relative_paths_resolve_against_the_config_directory(
-    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    confdir = tmp_path / "conf"
-    (confdir / "tls").mkdir(parents=True)
-    shutil.copy(pki.one.cert, confdir / "tls" / "server.crt")
-    shutil.copy(pki.one.key, confdir / "tls" / "server.key")
-    (confdir / "web.yml").write_text(
-        "tls_server_config:\n  cert_file: tls/server.crt\n  key_file: tls/server.key\n"
-    )
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    config = load_web_config(str(confdir / "web.yml"))
-    assert config.ssl_context is not None
-    assert config.auth is None
-    assert config.summary == "TLS TLS12-TLS13, client certificates: NoClientCert; no basic auth"
-
-
-def test_tls_settings_reach_the_context(pki: Pki, tmp_path: Path) -> None:
-    path = tmp_path / "web.yml"
-    path.write_text(
-        tls_config(
-            pki.one,
-            extra_tls="  min_version: TLS13\n  max_version: TLS13\n"
-            "  client_auth_type: RequireAndVerifyClientCert\n"
-            f"  client_ca_file: {pki.one.cacert}\n",
-        )
-    )
-    context = load_web_config(str(path)).ssl_context
-    assert context is not None
-    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
-    assert context.maximum_version == ssl.TLSVersion.TLSv1_3
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
-
-    # An inline client CA, VerifyClientCertIfGiven, and a choice of TLS 1.2 suites.
-    inline_ca = "".join(f"    {line}\n" for line in pki.one.cacert.read_text().splitlines())
-    path.write_text(
-        tls_config(
-            pki.one,
-            extra_tls="  client_auth_type: VerifyClientCertIfGiven\n"
-            f"  client_ca: |\n{inline_ca}"
-            "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n"
-            "  prefer_server_cipher_suites: false\n",
-        )
-    )
-    context = load_web_config(str(path)).ssl_context
-    assert context is not None
-    assert context.verify_mode == ssl.CERT_OPTIONAL
-    assert len(context.get_ca_certs()) == 1
-    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
-    assert tls12 == {"ECDHE-RSA-AES256-GCM-SHA384"}
-    assert not context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
-
-
-def test_go_cipher_suite_names_map_to_the_same_openssl_suites() -> None:
-    """Each Go (IANA) name maps to the OpenSSL name of the very same suite."""
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is not installed: run `make test`")
-    for go_name, openssl_name in webconfig.CIPHER_SUITES.items():
-        out = subprocess.run(
-            ["openssl", "ciphers", "-stdname", openssl_name],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
-        # Lines: "<standard name> - <OpenSSL name> <protocol> ..." (TLS 1.3 suites come too).
-        standard = {line.split()[2]: line.split()[0] for line in out.splitlines()}
-        assert standard[openssl_name] == go_name
-
-
-def test_password_check_remembers_only_good_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = BasicAuth({b"prometheus": HASH.encode()})
-    calls: list[bytes] = []
-    real_checkpw = bcrypt.checkpw
-
-    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
-        calls.append(hashed)
-        return bool(real_checkpw(password, hashed))
-
-    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
-    assert auth.check(b"prometheus", PASSWORD.encode())
-    assert auth.check(b"prometheus", PASSWORD.encode())
-    assert len(calls) == 1  # the second came from the cache
-    for _ in range(2):
-        assert not auth.check(b"prometheus", b"wrong")
-    assert len(calls) == 3  # a wrong password is checked by bcrypt each time
-    assert auth.check(b"prometheus", PASSWORD.encode())
-    assert len(calls) == 3  # and did not evict the good one
-    # An unknown user costs a bcrypt check too, against a dummy hash, not against a real one.
-    assert not auth.check(b"nobody", PASSWORD.encode())
-    assert len(calls) == 4 and calls[-1] != HASH.encode()
-    assert not auth.check(b"nobody", PASSWORD.encode())
-    assert len(calls) == 5
-    # The same password under another user name does not ride on the cache.
-    assert not auth.check(b"prometheusx", PASSWORD.encode())
-    # Beyond bcrypt's 72 bytes: refused, even when the first 72 bytes are the password.
-    long_password = b"p" * 72
-    long_auth = BasicAuth({b"long": bcrypt.hashpw(long_password, bcrypt.gensalt(rounds=4))})
-    assert long_auth.check(b"long", long_password)
-    assert not long_auth.check(b"long", long_password + b"extra")
-
-
-def test_htpasswd_style_2y_hashes_are_accepted() -> None:
-    hashed = HASH.replace("$2b$", "$2y$", 1).encode()
-    auth = BasicAuth({b"alice": hashed})
-    assert auth.check(b"alice", PASSWORD.encode())
-    assert not auth.check(b"alice", b"nope")
-
-
-def test_a_failed_reload_in_process_keeps_the_old_config(pki: Pki, tmp_path: Path) -> None:
-    path = tmp_path / "web.yml"
-    path.write_text(tls_config(pki.one, {"prometheus": HASH}))
-    reloader = WebConfigReloader(str(path), clock=lambda: 1000.0)
-    before = reloader.current
-    path.write_text("basic_auth_users: {prometheus: nothash}\n")
-    assert reloader.reload() is False
-    assert reloader.current is before
-    families = {f.name: f for f in reloader.collect()}
-    assert {
-        s.labels["result"]: s.value
-        for s in families["celery_exporter_web_config_reloads"].samples
-        if s.name.endswith("_total")
-    } == {
-        "success": 0,
-        "failure": 1,
-    }
-    gauge = families["celery_exporter_web_config_last_reload_success_timestamp_seconds"]
-    assert gauge.samples[0].value == 1000.0
-    with pytest.raises(WebConfigError, match="basic_auth_users"):
-        load_web_config(str(path))
 
 
 # -- the README's example, end to end with a real Prometheus ------------------------------------

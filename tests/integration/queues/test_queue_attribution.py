@@ -10,13 +10,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exporter.events.reorder import WORKER_QUEUES_WAIT_SECONDS, Reorder
-from exporter.state.task_tracker import TaskTracker
 from tests.support.exporter import ExporterProcess
 from tests.support.metrics import Samples, label_values, total, value
 from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
-from tests.unit.events.test_dispatch import Clock, feed, make_exporter, samples
 
 ROUNDS = 3
 PER_QUEUE_BEFORE = 20  # queued before the worker starts: received the moment it is online
@@ -102,54 +99,3 @@ def test_new_workers_tasks_get_their_queue_under_cpu_contention(
             assert total(s, metric, queue_name=queue) == n, (kind, queue)
     sent = value(s, "celery_task_sent_total", name="tests.add", queue_name="alpha0")
     assert sent == (30 if sent_events else None)
-
-
-def test_reorder_waits_for_a_new_workers_answer_and_no_longer() -> None:
-    """The hold in events/reorder.py, on a clock of its own: a new worker's task events wait
-    past the window while its queues are being asked, go as soon as they are known, and
-    never wait past WORKER_QUEUES_WAIT_SECONDS; a worker that answered is not waited for."""
-    tracker = TaskTracker(1000, 3600)
-    awaiting = {"new@h"}
-    reorder = Reorder(tracker, window=2.0, awaits_worker=lambda host: host in awaiting)
-    received = {"type": "task-received", "uuid": "a", "hostname": "new@h"}
-    assert reorder.hold("task-received", "a", received, 100.0, "new@h")
-    # No task-sent producers seen and a worker that already answered: nothing to wait for.
-    other = {"type": "task-received", "uuid": "b", "hostname": "old@h"}
-    assert not reorder.hold("task-received", "b", other, 100.0, "old@h")
-    started = {"type": "task-started", "uuid": "a", "hostname": "new@h"}
-    assert reorder.hold("task-started", "a", started, 101.0, "new@h")  # joins its task
-    assert reorder.overdue(103.0) == [] and len(reorder) == 1  # past the window: parked
-    assert reorder.overdue(110.0) == []
-    awaiting.clear()  # the worker answered
-    assert reorder.overdue(110.5) == [received, started] and len(reorder) == 0
-    # A worker that never answers holds nothing past the cap.
-    awaiting.add("mute@h")
-    mute = {"type": "task-received", "uuid": "c", "hostname": "mute@h"}
-    assert reorder.hold("task-received", "c", mute, 200.0, "mute@h")
-    assert reorder.overdue(200.0 + WORKER_QUEUES_WAIT_SECONDS - 0.5) == []
-    assert reorder.overdue(200.0 + WORKER_QUEUES_WAIT_SECONDS) == [mute]
-
-
-def test_late_task_sent_keeps_the_start_and_reserved_counts_follow() -> None:
-    """A first delivery's task-sent arriving after its task-started (producers publish it
-    after the message) must not erase the start: the task is running, not reserved; a
-    task received and not started is reserved on its worker's only queue."""
-    clock = Clock()
-    exp = make_exporter(clock)
-    exp.primary.worker_queues.set("w@h", ("jobs",))
-    t = clock.now
-    feed(exp, {"type": "worker-online", "hostname": "w@h", "freq": 2.0, "active": 1})
-    clock.now += 0.5
-    feed(
-        exp,
-        {"type": "task-received", "uuid": "a", "name": "app.t", "hostname": "w@h", "timestamp": t},
-        {"type": "task-started", "uuid": "a", "hostname": "w@h", "timestamp": t},
-        {"type": "task-received", "uuid": "b", "name": "app.t", "hostname": "w@h", "timestamp": t},
-        {"type": "task-sent", "uuid": "a", "name": "app.t", "queue": "jobs", "timestamp": t},
-    )
-    clock.now += 1.0
-    for _ in range(5):
-        exp.tick()
-    s = samples(exp)
-    assert value(s, "celery_task_running", name="app.t") == 1
-    assert value(s, "celery_queue_worker_reserved_tasks", queue_name="jobs") == 1

@@ -893,3 +893,28 @@ def test_deeply_nested_and_infinite_values_are_skipped_not_fatal(clock: Clock) -
         )
         is None
     )
+
+
+def test_late_task_sent_keeps_the_start_and_reserved_counts_follow() -> None:
+    """A first delivery's task-sent arriving after its task-started (producers publish it
+    after the message) must not erase the start: the task is running, not reserved; a
+    task received and not started is reserved on its worker's only queue."""
+    clock = Clock()
+    exp = make_exporter(clock)
+    exp.primary.worker_queues.set("w@h", ("jobs",))
+    t = clock.now
+    feed(exp, {"type": "worker-online", "hostname": "w@h", "freq": 2.0, "active": 1})
+    clock.now += 0.5
+    feed(
+        exp,
+        {"type": "task-received", "uuid": "a", "name": "app.t", "hostname": "w@h", "timestamp": t},
+        {"type": "task-started", "uuid": "a", "hostname": "w@h", "timestamp": t},
+        {"type": "task-received", "uuid": "b", "name": "app.t", "hostname": "w@h", "timestamp": t},
+        {"type": "task-sent", "uuid": "a", "name": "app.t", "queue": "jobs", "timestamp": t},
+    )
+    clock.now += 1.0
+    for _ in range(5):
+        exp.tick()
+    s = samples(exp)
+    assert value(s, "celery_task_running", name="app.t") == 1
+    assert value(s, "celery_queue_worker_reserved_tasks", queue_name="jobs") == 1
