@@ -51,12 +51,14 @@ def test_every_unit_test_folder_mirrors_an_exporter_package() -> None:
 
 def test_unit_tests_start_no_server() -> None:
     """No unit test asks for a broker, worker or exporter fixture or imports the helpers that
-    start one: those tests belong under tests/integration/<scenario>/."""
+    start one (or an integration test's module): those belong under tests/integration/."""
     offenders = []
     for path in _test_files(TESTS / "unit"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in SERVER_HELPERS:
+            if isinstance(node, ast.ImportFrom) and (
+                node.module in SERVER_HELPERS or (node.module or "").startswith("tests.integration")
+            ):
                 offenders.append(f"{path.relative_to(TESTS)}:{node.lineno}: {node.module}")
             if isinstance(node, ast.FunctionDef):
                 asked = {a.arg for a in node.args.args} & SERVER_FIXTURES

@@ -19,7 +19,7 @@ from celery import Celery
 from exporter.brokers import for_url
 from exporter.brokers.sqs import SQS
 from exporter.settings import Settings
-from exporter.sources.sqs_queues import SqsQueueSource, is_task_queue
+from exporter.sources.sqs_queues import SqsQueueSource
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.metrics import label_values, value
 from tests.support.ports import free_port
@@ -203,25 +203,6 @@ def test_an_unreachable_endpoint_is_broker_down_and_the_daemon_keeps_serving(
             assert SECRET_KEY not in text and "NeverShown" not in text
     finally:
         exporter.stop()
-
-
-def test_events_and_remote_control_queues_are_not_task_queues() -> None:
-    app = Celery(broker="sqs://", set_as_current=False)
-    channel_names = [
-        "celeryev.0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
-        "worker1@host.celery.pidbox",
-        "reply.celery.pidbox",
-    ]
-    with app.connection_for_read() as conn:
-        translate = conn.transport.Channel.entity_name  # kombu's SQS spelling
-        spelt = [translate(None, name) for name in channel_names]
-    assert spelt == [
-        "celeryev-0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f",
-        "worker1_host-celery-pidbox",
-        "reply-celery-pidbox",
-    ]
-    assert not any(is_task_queue(name) for name in spelt)
-    assert all(is_task_queue(name) for name in ("celery", "video-encode", "celery-dlq"))
 
 
 def test_an_unreachable_endpoint_fails_the_sample_within_the_timeout() -> None:

@@ -4,15 +4,13 @@ the producers' priority_steps, separator or layout: real Redis, real kombu produ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import redis
 from celery import Celery
 
 from exporter.sources.redis_keyspace import KeyspaceWalk
-from exporter.sources.redis_priorities import DEFAULT_STEPS, PriorityLayout
 from exporter.sources.redis_queues import RedisQueueSource
 from tests.integration.diagnose.test_diagnose import diagnose
 from tests.integration.queues.test_queues import FAST, SEP, sampled
@@ -378,24 +376,3 @@ def test_a_separator_is_learned_from_a_key_only_when_it_holds_a_kombu_message(
         client.delete("orders", "orders#3", "orders~1")
         client.close()
         app.close()
-
-
-def test_workers_layout_findings_are_replaced_whole() -> None:
-    """The status page and diagnose read ``worker_mismatch`` from other threads: while a
-    sample learns the workers' options, readers still see the previous findings whole
-    (before: an empty dict, filled one worker at a time)."""
-    layout = PriorityLayout("", SEP, DEFAULT_STEPS, steps_configured=False)
-    layout.learn_workers({"a@x": {"priority_steps": [0, 5]}})
-    assert set(layout.worker_mismatch) == {"a@x"}
-    seen: list[set[str]] = []
-
-    class Watched(dict[str, dict[str, Any]]):
-        def items(self) -> Iterator[tuple[str, dict[str, Any]]]:  # type: ignore[override]
-            for item in super().items():
-                seen.append(set(layout.worker_mismatch))  # what a reader sees meanwhile
-                yield item
-
-    layout.learn_workers(Watched({"a@x": {"priority_steps": [0, 5]}, "b@x": {"sep": ":"}}))
-    assert seen == [{"a@x"}, {"a@x"}]
-    assert set(layout.worker_mismatch) == {"a@x", "b@x"}
-    assert layout.worker_mismatch["b@x"].found_seps == (":",)
