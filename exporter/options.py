@@ -2,7 +2,7 @@
 
 ``cli.py`` builds the click options (and their ``CELERY_EXPORTER_<FLAG>`` environment
 variables) from these records, and turns what click parsed back into ``Settings``; the README's
-option table is kept in step by ``tests/test_options.py``. No click here: the records say what
+option table is kept in step by ``tests/unit/test_options.py``. No click here: the records say what
 an option is, ``cli.py`` says how click reads it.
 """
 
@@ -46,7 +46,7 @@ class Option:
     into: Callable[[Any], Any] | None = None
     # Names earlier versions read (before the derived one existed), still honoured.
     legacy_envvars: tuple[str, ...] = ()
-    # A valid value that is not the default, for tests/test_options.py (needed with `parse`).
+    # A valid value that is not the default, for tests/unit/test_options.py (needed with `parse`).
     example: str | None = None
 
     @property

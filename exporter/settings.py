@@ -43,7 +43,7 @@ DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
 
 # Idle task names lose their series no sooner than this: longer than any range plus `for:`
-# in alerts/ (tests/test_series_limits.py checks), so no alert loses a series it needs.
+# in alerts/ (tests/unit/state/test_task_names.py checks), so no alert loses a series it needs.
 MIN_TASK_NAME_FORGET_SECONDS = 7200.0
 DEFAULT_MAX_TASK_NAMES = 5000
 # Caps on the other label values events name (state/label_cap.py), and the window around
@@ -230,7 +230,7 @@ def _listen_fields(address: tuple[str, int]) -> Fields:
 
 # Each option is declared once, here: its field, type, default, flag and help (exporter/options.py;
 # cli.py builds the click options and CELERY_EXPORTER_<FLAG> variables from them, in this order).
-# A new option's field is named as its flag (--foo-bar: foo_bar); tests/test_options.py checks.
+# A new option's field is named as its flag (--foo-bar: foo_bar); tests/unit/test_options.py checks.
 @dataclass(frozen=True)
 class Settings:
     broker_url: str = option(

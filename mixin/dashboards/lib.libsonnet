@@ -323,7 +323,7 @@ function(cfg) {
     task: ['Task', g.sel('celery_task_received_total'), 'name', 'Task names workers received.'],
   },
 
-  // Only fields of Grafana's dashboard schema (tests/test_grafana_schema.py): no `definition`
+  // Only fields of Grafana's dashboard schema (tests/integration/dashboards/test_grafana_schema.py): no `definition`
   // (the editor's display copy of the query) and no empty `current` on the data source.
   variables(names): [{
     name: 'datasource',

@@ -11,9 +11,10 @@ lived a few milliseconds.
 Opt-in, for a whole test run: ``TEST_REDIS_MONITOR=1 pytest ...`` records every Redis server
 the suite starts (:func:`session_recorder_enabled`, used by ``RedisServer``), attributes
 connections to the exporter by the name it gives each of them (``CLIENT SETNAME`` or
-``HELLO ... SETNAME celery-metrics-exporter``; ``tests/test_read_only.py`` proves every
-exporter connection names itself), and fails the run at the end if an exporter connection
-sent anything not allowed (``tests/conftest.py``).
+``HELLO ... SETNAME celery-metrics-exporter``;
+``tests/integration/brokers/test_read_only.py`` proves every exporter connection names
+itself), and fails the run at the end if an exporter connection sent anything not allowed
+(``tests/conftest.py``).
 """
 
 from __future__ import annotations

@@ -73,3 +73,31 @@ def make_client_certificate(
         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt),
     )  # fmt: skip
     return crt, key
+
+
+class Pki:
+    """Two independent CAs, each with a server certificate, and client certificates."""
+
+    def __init__(self, root: Path) -> None:
+        self.one: TlsFiles = make_certificates(root / "one")
+        self.two: TlsFiles = make_certificates(root / "two")
+        self.client_one = make_client_certificate(
+            self.one, root / "clients", "client-one", san="DNS:client-one.example"
+        )
+        self.client_other = make_client_certificate(
+            self.one, root / "clients", "client-other", san="DNS:other.example,IP:::1"
+        )
+        self.client_two = make_client_certificate(self.two, root / "clients-two", "client-two")
+
+
+def tls_config(
+    files: TlsFiles,
+    users: dict[str, str] | None = None,
+    extra_tls: str = "",
+    extra: str = "",
+) -> str:
+    """A --web-config-file serving ``files``, with these basic auth users (name: bcrypt hash)."""
+    text = f"tls_server_config:\n  cert_file: {files.cert}\n  key_file: {files.key}\n{extra_tls}"
+    if users:
+        text += "basic_auth_users:\n" + "".join(f"  {u}: {h}\n" for u, h in users.items())
+    return text + extra

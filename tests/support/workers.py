@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 from celery import Celery
+from kombu import pools
+from kombu.utils.collections import eqhash
 
 from tests.support.processes import ManagedProcess
 from tests.support.waiting import wait_for
@@ -245,6 +247,14 @@ class Producer:
         return replies
 
     def close(self) -> None:
+        # Celery takes the app's connections from kombu's process-wide pools, keyed by broker
+        # URL, and a connection remembers the queues it declared. The next producer on the
+        # same URL (a test database reused after FLUSHDB) would skip declaring its queue, and
+        # Redis would hold no _kombu.binding key for the exporter to find: forget these pools.
+        with self.app.connection_for_write() as connection:
+            key = eqhash(connection)
+        for group in (pools.producers, pools.connections):
+            group.pop(key, None)
         self.app.close()
 
     def __enter__(self) -> Producer:

@@ -1,0 +1,216 @@
+"""Amazon SQS as a broker (exporter/brokers/sqs.py): queue depth only, said plainly.
+
+moto's standalone server stands in for Amazon SQS (tests/support/sqs.py). Tasks are sent by a
+real Celery producer through kombu's SQS transport; the exporter is the real daemon (and the
+real ``diagnose``) in a subprocess, given the broker URL and the workers' transport options.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from celery import Celery
+
+from exporter.brokers import for_url
+from exporter.brokers.sqs import SQS
+from exporter.settings import Settings
+from exporter.sources.sqs_queues import SqsQueueSource
+from tests.support.exporter import REPO_ROOT, ExporterProcess
+from tests.support.metrics import label_values, value
+from tests.support.ports import free_port
+from tests.support.sqs import ACCESS_KEY, REGION, SECRET_KEY, MotoSqsServer, unique_prefix
+from tests.support.waiting import wait_for
+
+NOTICE = "Celery sends no task or worker events over sqs"
+
+
+def _producer(url: str, options: dict[str, Any]) -> Celery:
+    app = Celery("sqs-producer", broker=url, set_as_current=False)
+    app.conf.broker_transport_options = options
+    return app
+
+
+def _fill(server: MotoSqsServer, prefix: str) -> None:
+    """celery: 3 sent, 1 of them received (in flight), 1 more sent with a delay;
+    video.encode: 2 sent. Plus a queue of another cluster (another prefix)."""
+    app = _producer(server.url(), {"region": REGION, "queue_name_prefix": prefix})
+    for n in range(3):
+        app.send_task("tests.add", args=(n, n), queue="celery")
+    # kombu's SQS transport turns the delay_seconds property into SQS's DelaySeconds.
+    app.send_task("tests.add", args=(9, 9), queue="celery", delay_seconds=600)
+    for _ in range(2):
+        app.send_task("tests.encode", queue="video.encode")
+    client = server.client()
+    url = client.get_queue_url(QueueName=f"{prefix}celery")["QueueUrl"]
+    # A worker received it and has not deleted (acknowledged) it yet.
+    received = client.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)
+    assert len(received["Messages"]) == 1
+    other = _producer(server.url(), {"region": REGION, "queue_name_prefix": "other-" + prefix})
+    other.send_task("tests.add", args=(1, 1), queue="celery")
+
+
+@pytest.fixture
+def sqs_exporter(sqs_server: MotoSqsServer, tmp_path: Any) -> Any:
+    prefix = unique_prefix()
+    _fill(sqs_server, prefix)
+    exporter = ExporterProcess(
+        sqs_server.url(),
+        tmp_path,
+        [
+            "--broker-transport-option", f"queue_name_prefix={prefix}",
+            "--broker-transport-option", f"region={REGION}",
+        ],
+        broker_url_in_env=True,  # as from a Kubernetes Secret: not on the command line
+    )  # fmt: skip
+    try:
+        yield exporter.start(wait_ready=True)
+    finally:
+        exporter.stop()
+
+
+def test_depth_visible_in_flight_and_delayed_of_the_queues_under_the_prefix(
+    sqs_exporter: ExporterProcess,
+) -> None:
+    samples = wait_for(
+        lambda: (
+            (s := sqs_exporter.scrape())
+            and value(s, "celery_exporter_source_up", source="sqs") == 1.0
+            and s
+        ),
+        30.0,
+        message=lambda: sqs_exporter.log(),
+    )
+    # Found by ListQueues under the prefix; kombu named video.encode's SQS queue video-encode.
+    assert label_values(samples, "celery_queue_messages", "queue_name") == {
+        "celery",
+        "video-encode",
+    }
+    assert value(samples, "celery_queue_messages", queue_name="celery") == 2.0
+    assert value(samples, "celery_queue_messages", queue_name="video-encode") == 2.0
+    assert value(samples, "celery_queue_reserved_messages", queue_name="celery") == 1.0
+    assert value(samples, "celery_queue_reserved_messages", queue_name="video-encode") == 0.0
+    assert value(samples, "celery_broker_delayed_messages") == 1.0
+    assert value(samples, "celery_exporter_broker_up") == 1.0
+    # Nothing that would read as "no worker alive" or "no consumer" to the alerts.
+    names = {name for name, _ in samples}
+    assert not {n for n in names if n.startswith(("celery_worker", "celery_task"))}
+    assert "celery_workers_online" not in names
+    assert "celery_queue_worker_consumers" not in names
+
+    # Said plainly: one log line at start, the landing page's notice instead of the tables.
+    log = sqs_exporter.log()
+    assert log.count(NOTICE) == 1, log
+    status, page = sqs_exporter.get("/")
+    assert status == 200
+    assert "not available on sqs" in page and NOTICE in page
+    assert '<table class="workers">' not in page and "No worker seen yet" not in page
+    assert "not visible on sqs" in page  # the consumers column
+    assert "no task or worker events on sqs: queue depth only" in page
+    status, ready = sqs_exporter.get("/readyz")
+    assert status == 200 and "sampling queues (no events on this broker)" in ready
+
+    # The secret never shows; the key id is masked with it (user:***).
+    _, metrics = sqs_exporter.get("/metrics")
+    for text in (log, page, metrics):
+        assert SECRET_KEY not in text and "NeverShown" not in text
+    assert f"sqs://{ACCESS_KEY}:***@127.0.0.1:{sqs_exporter.broker_url.rsplit(':', 1)[1]}" in log
+
+
+def test_diagnose_reports_queue_depth_and_a_finding_not_a_failure(
+    sqs_server: MotoSqsServer,
+) -> None:
+    """``sqs://KEY:SECRET@`` with the endpoint and region from the usual AWS variables."""
+    prefix = unique_prefix()
+    _fill(sqs_server, prefix)
+    url = f"sqs://{ACCESS_KEY}:{SECRET_KEY.replace('/', '%2F').replace('+', '%2B')}@"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        AWS_ENDPOINT_URL_SQS=sqs_server.endpoint,
+        AWS_DEFAULT_REGION=REGION,
+    )
+    argv = [
+        sys.executable, "-m", "exporter", "diagnose", "--broker-url", url,
+        "--broker-transport-option", f"queue_name_prefix={prefix}", "--queues", "video.encode",
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "(queues only: Celery sends no events over sqs)" in out
+    assert "Workers   not visible on sqs" in out
+    rows = {
+        line.split()[0]: line.split()[1:] for line in out.splitlines() if "(not visible)" in line
+    }
+    # ready, in flight (reserved), oldest; video.encode keeps its dot: it was asked for.
+    assert rows == {
+        "celery": ["2", "1", "-", "(not", "visible)"],
+        "video.encode": ["2", "0", "-", "(not", "visible)"],
+    }
+    assert "  - = not known. oldest: sqs does not tell\n" in out
+    assert "  scheduled for later (DelaySeconds): 1\n" in out
+    assert "INFO      no task or worker events on sqs: queue depth only" in out
+    assert "Result: 0 critical, 0 warning(s) (exit 0)" in out
+    assert SECRET_KEY not in out + result.stderr and "NeverShown" not in out + result.stderr
+
+
+def test_named_queues_are_read_without_a_prefix_and_absent_ones_are_zero(
+    sqs_server: MotoSqsServer,
+) -> None:
+    """No queue_name_prefix: the queues named (and Celery's default), never the account's
+    others; a named queue that does not exist reads 0."""
+    prefix = unique_prefix()  # only to keep this test's queues apart: as plain names
+    app = _producer(sqs_server.url(), {"region": REGION})
+    app.send_task("tests.add", args=(1, 1), queue=f"{prefix}reports.daily")
+    settings = Settings(broker_url=sqs_server.url(), transport_options={"region": REGION})
+    exporter_app = Celery(broker=settings.broker_url, set_as_current=False)
+    exporter_app.conf.broker_transport_options = {"region": REGION}
+    source = SQS.queue_source(exporter_app, settings, dict)
+    assert isinstance(source, SqsQueueSource)
+    try:
+        sample = source.sample([f"{prefix}reports.daily", f"{prefix}absent"])
+    finally:
+        source.close()
+    queues = {name: (q.ready, q.reserved) for name, q in sample.queues.items()}
+    assert queues[f"{prefix}reports.daily"] == (1, 0)
+    assert queues[f"{prefix}absent"] == (0, 0)
+    assert set(queues) == {"celery", f"{prefix}reports.daily", f"{prefix}absent"}
+    assert f"{prefix}absent" not in sample.listed_queues
+
+
+def test_an_unreachable_endpoint_is_broker_down_and_the_daemon_keeps_serving(
+    tmp_path: Any,
+) -> None:
+    closed = free_port()  # nothing listens there
+    url = f"sqs://{ACCESS_KEY}:{quote(SECRET_KEY, safe='')}@127.0.0.1:{closed}"
+    exporter = ExporterProcess(url, tmp_path, broker_url_in_env=True)
+    exporter.start(wait_ready=False)
+    try:
+        wait_for(lambda: "sampling sqs queues failed" in exporter.log(), 30.0)
+        samples = exporter.scrape()
+        assert value(samples, "celery_exporter_broker_up") == 0.0
+        assert value(samples, "celery_exporter_source_up", source="sqs") == 0.0
+        assert exporter.status("/readyz") == 503
+        status, page = exporter.get("/")
+        assert status == 200 and "UNREACHABLE" in page and NOTICE in page
+        log = exporter.log()
+        assert log.count("sampling sqs queues failed") == 1, log  # once per outage
+        for text in (log, page):
+            assert SECRET_KEY not in text and "NeverShown" not in text
+    finally:
+        exporter.stop()
+
+
+def test_an_unreachable_endpoint_fails_the_sample_within_the_timeout() -> None:
+    settings = Settings(broker_url="sqs://AKIA:secret@127.0.0.1:1", sample_timeout_seconds=1.0)
+    assert for_url(settings.broker_url) is SQS
+    app = Celery(broker=settings.broker_url, set_as_current=False)
+    source = SQS.queue_source(app, settings, dict)
+    with pytest.raises(Exception) as raised:
+        source.sample([])
+    assert "127.0.0.1:1" in str(raised.value)
+    source.close()
