@@ -11,7 +11,7 @@ cached, and a line is one f-string.
 (``generate_latest``, the tests' parsers) gets them, built on first access. ``render()``
 (used by web.py for both the Prometheus text format and OpenMetrics) writes the fast
 families itself and hands every other family to prometheus_client's own encoder.
-tests/unit/metrics/test_exposition.py checks that both paths give the same bytes.
+tests/unit/prom/test_exposition.py checks that both paths give the same bytes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ messages (prometheus/client_model's metrics.proto), each preceded by its length 
 Hand-written rather than with the ``protobuf`` package: the messages used here are a dozen
 fields of four wire types, label bytes are cached per series (exposition.LabelText), and
 bench/protobuf.py measured this encoder about twice as fast as building the same messages
-with the package (upb), without a runtime dependency. tests/unit/metrics/test_native.py
+with the package (upb), without a runtime dependency. tests/unit/prom/test_native.py
 decodes the output with the package.
 """
 

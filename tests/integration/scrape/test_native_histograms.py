@@ -1,6 +1,6 @@
 """Native histograms in the real Prometheus 2.42 with ``--enable-feature=native-histograms``:
 one series per histogram, whose quantiles agree with the classic ones within the schema's
-resolution (the bucket arithmetic and the exposition: tests/unit/metrics/test_native.py).
+resolution (the bucket arithmetic and the exposition: tests/unit/prom/test_native.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.support.mixin import mixin_render
 from tests.support.prometheus import PrometheusServer
 from tests.support.publish import publish_raw_events
 from tests.support.waiting import wait_for
-from tests.unit.metrics.test_native import _task_events
+from tests.unit.prom.test_native import _task_events
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

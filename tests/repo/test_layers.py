@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-EXPORTER = Path(__file__).resolve().parents[1] / "exporter"
+EXPORTER = Path(__file__).resolve().parents[2] / "exporter"
 
 # Leaf helpers any layer may use: they import nothing else of the exporter but each other.
 LEAVES = {"exporter.logs", "exporter.redact", "exporter.labels"}
