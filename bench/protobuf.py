@@ -181,7 +181,7 @@ def dispatch_us_per_event(native: bool, batches: list[bytes]) -> float:
                  "--native-histograms" if native else "--no-native-histograms"]
             )
         )  # fmt: skip
-        on_message = exporter.dispatcher.on_message
+        on_message = exporter.primary.dispatcher.on_message
         start = time.process_time()
         for body in batches:
             on_message(body, "application/json")

@@ -18,19 +18,14 @@ from types import FrameType
 
 import celery
 import kombu
-from celery import Celery
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import InfoMetricFamily, Metric
 
 from exporter import __version__
 from exporter.collectors.guard import CollectorOutcomes, GuardedCollector
-from exporter.collectors.health import ExporterHealth
-from exporter.events.consumer import EventConsumer
-from exporter.events.dispatch import EventDispatcher
 from exporter.malloc import tune_malloc
 from exporter.redact import redact_url
 from exporter.settings import Settings
-from exporter.state.worker_registry import WorkerRegistry
 from exporter.status_page import status_page
 from exporter.watch import IDLE_NAMES_TICKS, RUNNING_REFRESH_TICKS, BrokerWatch
 from exporter.web import ExporterHTTPServer
@@ -112,30 +107,11 @@ class Exporter:
         if late:
             self.registry.register(self.collector_outcomes)
 
-    # The single broker's parts, for callers that watch one (tests, benchmarks).
+    # The single broker's parts, for callers that watch one (tests, benchmarks): reach them
+    # as `exporter.primary.dispatcher`, `.health`, `.workers`...
     @property
     def primary(self) -> BrokerWatch:
         return self.watches[0]
-
-    @property
-    def dispatcher(self) -> EventDispatcher:
-        return self.primary.dispatcher
-
-    @property
-    def health(self) -> ExporterHealth:
-        return self.primary.health
-
-    @property
-    def consumer(self) -> EventConsumer:
-        return self.primary.consumer
-
-    @property
-    def workers(self) -> WorkerRegistry:
-        return self.primary.workers
-
-    @property
-    def app(self) -> Celery:
-        return self.primary.app
 
     def broker_display(self) -> str:
         """The brokers, credentials masked, for the landing page and logs."""

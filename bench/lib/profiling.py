@@ -64,8 +64,8 @@ def profile_exporter(server: RedisServer, publisher: Publisher, shape: str) -> P
     from exporter.daemon import Exporter
 
     exporter = Exporter(settings_from_args(["--broker-url", server.url]))
-    consumer = exporter.consumer
-    counts = exporter.health.events.values
+    consumer = exporter.primary.consumer
+    counts = exporter.primary.health.events.values
     limit = profile_messages(publisher, shape)
 
     def trigger() -> None:
@@ -85,7 +85,7 @@ def profile_exporter(server: RedisServer, publisher: Publisher, shape: str) -> P
 
     threading.Thread(target=trigger, daemon=True).start()
     profiler = cProfile.Profile(time.process_time)
-    conn = exporter.app.connection_for_read()
+    conn = exporter.primary.app.connection_for_read()
     cpu0 = time.process_time()
     profiler.enable()
     try:
@@ -134,12 +134,12 @@ def what_if(publisher: Publisher) -> list[tuple[str, dict[str, float]]]:
             best = float("inf")
             for _ in range(3):
                 exporter = Exporter(settings_from_args(["--broker-url", UNREACHABLE]))
-                on_message = exporter.dispatcher.on_message
+                on_message = exporter.primary.dispatcher.on_message
                 t0 = time.process_time()
                 for body in items:
                     on_message(body, "application/json")
                 cpu = time.process_time() - t0
-                events = sum(exporter.health.events.values.values())
+                events = sum(exporter.primary.health.events.values.values())
                 best = min(best, cpu / events * 1e6)
             out[shape] = best
         return out
@@ -193,7 +193,7 @@ def heap_check(publisher: Publisher) -> list[tuple[str, float]]:
             steps.append((f"round {round_no}: {phase}", bodies))
             del messages
     exporter = Exporter(settings_from_args(["--broker-url", UNREACHABLE]))
-    on_message = exporter.dispatcher.on_message
+    on_message = exporter.primary.dispatcher.on_message
     out: list[tuple[str, float]] = []
     tracemalloc.start()
     try:

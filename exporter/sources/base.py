@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from exporter.sources.redis_priorities import PriorityMismatch
+
+if TYPE_CHECKING:
+    from kombu.connection import Connection
 
 
 @dataclass
@@ -41,3 +44,13 @@ class QueueSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def release_quietly(conn: Connection | None) -> None:
+    """Let go of a sampler's broker connection. It is being dropped because it failed or the
+    sampler stops: an error while releasing it says nothing new."""
+    if conn is not None:
+        try:
+            conn.release()
+        except Exception:
+            pass

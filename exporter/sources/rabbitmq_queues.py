@@ -24,7 +24,7 @@ from typing import Any
 from celery import Celery
 from kombu.connection import Connection
 
-from exporter.sources.base import BrokerSample, QueueSample
+from exporter.sources.base import BrokerSample, QueueSample, release_quietly
 
 DELAYED_EXCHANGE = "celery_delayed_delivery"
 DELAYED_QUEUES = tuple(f"celery_delayed_{level}" for level in range(28))
@@ -67,11 +67,7 @@ class RabbitMQQueueSource:
 
     def close(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:
-                pass
+        release_quietly(conn)
 
     def sample(self, queues: list[str]) -> BrokerSample:
         sample = BrokerSample()

@@ -27,7 +27,7 @@ from typing import Any
 
 from kombu.connection import Connection
 
-from exporter.sources.base import BrokerSample, QueueSample
+from exporter.sources.base import BrokerSample, QueueSample, release_quietly
 
 ATTRIBUTES = (
     "ApproximateNumberOfMessages",
@@ -65,11 +65,7 @@ class SqsQueueSource:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:
-                pass
+        release_quietly(conn)
 
     def sample(self, queues: list[str]) -> BrokerSample:
         try:

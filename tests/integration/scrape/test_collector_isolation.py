@@ -76,7 +76,7 @@ def test_a_failing_collector_leaves_the_rest_of_the_scrape_served(
     wait_for(lambda: exporter.ready()[0], 30, message="exporter never connected to Redis")
     received = {"type": "task-received", "uuid": "u1", "name": "app.t", "hostname": "w@h",
                 "timestamp": time.time()}  # fmt: skip
-    exporter.dispatcher.on_message(json.dumps(received).encode(), "application/json")
+    exporter.primary.dispatcher.on_message(json.dumps(received).encode(), "application/json")
 
     for _ in range(3):
         samples = _text(exporter)

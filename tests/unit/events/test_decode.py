@@ -98,14 +98,14 @@ def valid_task(uuid: str, t: float | None = None) -> list[dict[str, Any]]:
 @given(st.lists(bodies, min_size=1, max_size=8))
 def test_arbitrary_messages_never_break_the_stream(garbage: list[bytes]) -> None:
     exporter = Exporter(Settings(broker_url="redis://127.0.0.1:1/0"))
-    on_message = exporter.dispatcher.on_message
+    on_message = exporter.primary.dispatcher.on_message
     for i, body in enumerate(garbage):
         on_message(body, "application/json")
         # valid tasks interleaved with the garbage, in their own uuid space
         for event in valid_task(f"valid-{i}"):
             on_message(json.dumps(event).encode(), "application/json")
     # Garbage may include task-sent events, which make unknown tasks' events wait for theirs.
-    exporter.dispatcher.housekeeping(time.time() + 10)
+    exporter.primary.dispatcher.housekeeping(time.time() + 10)
     samples = registry_samples(exporter.registry)  # the exposition must still render
     succeeded = value(
         samples,
@@ -229,7 +229,7 @@ def test_batches_mixing_valid_out_of_range_and_malformed_events(data: st.DataObj
     for item in hostile:
         batch.insert(data.draw(st.integers(0, len(batch)), label="at"), item)
     body = json.dumps(batch).encode()
-    exporter.dispatcher.on_message(body, "application/json")
+    exporter.primary.dispatcher.on_message(body, "application/json")
 
     samples = assert_finite_and_parses(exporter)
     key = {"name": "ok.task", "queue_name": "ok-q"}

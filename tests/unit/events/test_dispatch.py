@@ -38,10 +38,10 @@ def make_exporter(clock: Clock, **overrides: Any) -> Exporter:
 
 def feed(exporter: Exporter, *events: Any, batch: bool = False) -> None:
     if batch:
-        exporter.dispatcher.on_message(json.dumps(list(events)), "application/json")
+        exporter.primary.dispatcher.on_message(json.dumps(list(events)), "application/json")
     else:
         for event in events:
-            exporter.dispatcher.on_message(json.dumps(event), "application/json")
+            exporter.primary.dispatcher.on_message(json.dumps(event), "application/json")
 
 
 def samples(exporter: Exporter) -> Samples:
@@ -360,7 +360,7 @@ def test_tracker_is_bounded_by_size_and_age_and_counts_evictions(clock: Clock) -
 
 def test_malformed_and_unknown_events_are_counted_and_skipped(clock: Clock) -> None:
     exp = make_exporter(clock)
-    d = exp.dispatcher
+    d = exp.primary.dispatcher
     d.on_message(b"\x00not json", "application/json")
     d.on_message(b'"just a string"', "application/json")
     d.on_message(b"{}", "application/x-python-serialize")
@@ -871,9 +871,9 @@ def test_offline_from_an_unknown_worker_is_forgotten_in_time(clock: Clock) -> No
 
 def test_deeply_nested_and_infinite_values_are_skipped_not_fatal(clock: Clock) -> None:
     exp = make_exporter(clock)
-    exp.dispatcher.on_message(b"[" * 200_000, "application/json")
+    exp.primary.dispatcher.on_message(b"[" * 200_000, "application/json")
     feed(exp, {"type": "task-received", "uuid": "i", "name": "app.inf", "hostname": "w1@h"})
-    exp.dispatcher.on_message(
+    exp.primary.dispatcher.on_message(
         b'{"type": "task-succeeded", "uuid": "i", "hostname": "w1@h", "runtime": Infinity}',
         "application/json",
     )

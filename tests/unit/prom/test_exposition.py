@@ -84,7 +84,7 @@ def busy_exporter() -> Exporter:
     for n in range(7):
         for w in range(5):
             uuid, host = f"{n}-{w}", f'celery@w"{w}'
-            exporter.dispatcher.on_message(
+            exporter.primary.dispatcher.on_message(
                 json.dumps(
                     [
                         {

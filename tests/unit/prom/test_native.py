@@ -181,7 +181,7 @@ def _fed(**overrides: Any) -> Exporter:
     for i in range(50):
         events += _task_events(f"app.t{i % 3}", f"w{i % 2}@host", NOW - 60 + i, 0.003 * 1.3**i)
     events += _task_events("app.zero", "w0@host", NOW - 10, 0.0)
-    exporter.dispatcher.on_message(json.dumps(events).encode(), "application/json")
+    exporter.primary.dispatcher.on_message(json.dumps(events).encode(), "application/json")
     return exporter
 
 

@@ -72,7 +72,7 @@ def run_task(
             {"type": "task-succeeded", "uuid": uuid, "hostname": hostname, "runtime": 0.1,
              "timestamp": at + 0.2}
         )  # fmt: skip
-    exporter.dispatcher.on_message(json.dumps(events).encode(), "application/json")
+    exporter.primary.dispatcher.on_message(json.dumps(events).encode(), "application/json")
 
 
 def test_patterns_and_cap_fold_names_into_other_and_keep_every_count() -> None:
@@ -189,7 +189,7 @@ def test_idle_names_lose_their_series_but_periodic_arrivals_stay() -> None:
 def test_a_one_off_name_loses_its_arrivals_too() -> None:
     names = TaskNames(max_names=10)
     exporter = make_exporter(Clock())
-    arrivals = exporter.dispatcher.tasks.arrivals
+    arrivals = exporter.primary.dispatcher.tasks.arrivals
     arrivals.arrive("app.report", 100.0, None)
     arrivals.arrive("app.report", 200_000.0, None)  # a gap over a day: not periodic
     arrivals.arrive("app.tick", 100.0, None)
@@ -272,7 +272,7 @@ def test_worker_hostname_cap_and_a_purged_worker_frees_its_place() -> None:
     def beat(hostname: str) -> None:
         event = {"type": "worker-heartbeat", "hostname": hostname, "freq": 2.0,
                  "timestamp": clock.now}  # fmt: skip
-        exporter.dispatcher.on_message(json.dumps(event).encode(), "application/json")
+        exporter.primary.dispatcher.on_message(json.dumps(event).encode(), "application/json")
 
     beat("a@h")
     beat("b@h")  # over the cap: counted, not tracked
@@ -308,7 +308,7 @@ def test_label_cap_counts_a_folded_value_once_across_forgets() -> None:
 
 
 def _send(exporter: Exporter, *events: dict[str, Any]) -> None:
-    exporter.dispatcher.on_message(json.dumps(list(events)).encode(), "application/json")
+    exporter.primary.dispatcher.on_message(json.dumps(list(events)).encode(), "application/json")
 
 
 def test_task_event_hostnames_give_their_place_back_when_idle_and_unregistered() -> None:
