@@ -102,7 +102,7 @@ def probe_loop(outdir: Path, interval: float, tracing: bool) -> None:
         record["pymalloc"] = pymalloc()
         counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
         record["gc_objects"] = sum(counts.values())
-        record["top_types"] = dict(counts.most_common(25))
+        record["top_types"] = dict(counts)
         if tracing:
             current, _ = tracemalloc.get_traced_memory()
             record["traced"] = current
