@@ -142,6 +142,13 @@ def report(outdir: Path, warm_up: float, top: int) -> None:
     ):
         d = key(last) - key(first)
         print(f"- {label}: {d / 2**20:+.2f} MiB ({d / 2**20 / hours:+.2f} MiB/h)")
+    if "bucket_run_bytes" in last:
+        print(
+            "- native histograms' bucket runs (lists; snapshots of a scrape in progress "
+            f"included): {first['bucket_runs']:,} runs, {first['bucket_run_slots']:,} buckets, "
+            f"{mib(first['bucket_run_bytes'])} MiB -> {last['bucket_runs']:,} runs, "
+            f"{last['bucket_run_slots']:,} buckets, {mib(last['bucket_run_bytes'])} MiB"
+        )
     ta, tb = first["top_types"], last["top_types"]
     grew = sorted(((tb.get(k, 0) - ta.get(k, 0), k) for k in tb), reverse=True)[:8]
     print("- object counts that grew most: " + ", ".join(f"{k} {d:+,}" for d, k in grew))

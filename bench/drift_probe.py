@@ -100,7 +100,14 @@ def probe_loop(outdir: Path, interval: float, tracing: bool) -> None:
         record["status_kib"] = status
         record["mallinfo2"] = mallinfo()
         record["pymalloc"] = pymalloc()
-        counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        objects = gc.get_objects()
+        counts = collections.Counter(type(o).__name__ for o in objects)
+        # Native histograms' bucket runs widen as rarer values arrive (up to max_buckets).
+        runs = [o for o in objects if type(o).__name__ == "BucketRun"]
+        record["bucket_runs"] = len(runs)
+        record["bucket_run_slots"] = sum(len(r.counts) for r in runs)
+        record["bucket_run_bytes"] = sum(sys.getsizeof(r.counts) for r in runs)
+        del objects, runs
         record["gc_objects"] = sum(counts.values())
         record["top_types"] = dict(counts)
         if tracing:
@@ -123,7 +130,13 @@ def main() -> None:
     threading.Thread(
         target=probe_loop, args=(outdir, interval, bool(frames)), daemon=True, name="probe"
     ).start()
+    other = os.environ.get("DRIFT_EXPORTER_PATH")
+    if other:  # another checkout's exporter/ (an older commit, to compare), not the venv's
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
+        sys.path.insert(0, other)
     from exporter.cli import main as exporter_main
+
+    print(f"exporter from {sys.modules['exporter.cli'].__file__}", file=sys.stderr)
 
     sys.argv = ["celery-metrics-exporter", *rest]
     exporter_main()
