@@ -36,6 +36,7 @@ OTHER_SECTIONS = (
     "## /metrics latency",
     "## Memory after 1,000,000 tasks",
     "## Soak",
+    "## Memory drift",  # hand-written (bench/drift.py)
     "## Protobuf exposition",
     "## Reference subscribers",
     "## Redis queue sampling with 1,000,000 keys",
