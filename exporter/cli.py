@@ -242,8 +242,8 @@ def diagnose(**options: Any) -> int:
         transport_options=transport_options,
         ssl_options=parse_key_values(options["broker_ssl_option"]),
         queues=queue_list(options["queues"] or ""),
-        reconnect_max_backoff_seconds=1.0,
-        sample_timeout_seconds=options["timeout"],
+        reconnect_max_backoff=1.0,
+        sample_timeout=options["timeout"],
     )
     observation = observe(settings, options["listen"], options["timeout"])
     found = findings(observation, options["backlog_threshold"])

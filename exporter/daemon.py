@@ -139,10 +139,10 @@ class Exporter:
                 self.ready,
                 web_config=self.web_config,
                 page=status_page(self.watches),
-                write_timeout=self.settings.web_write_timeout_seconds,
+                write_timeout=self.settings.web_write_timeout,
                 max_connections=self.settings.web_max_connections,
-                header_timeout=self.settings.web_header_timeout_seconds,
-                idle_timeout=self.settings.web_idle_timeout_seconds,
+                header_timeout=self.settings.web_header_timeout,
+                idle_timeout=self.settings.web_idle_timeout,
                 max_request_bytes=self.settings.web_max_request_size,
             )
         except OSError as exc:  # in use, not an address of this host, privileged port...

@@ -328,41 +328,41 @@ class Settings:
         minimum="above_zero",
     )
     # A down worker's series stay (at 0) this long, so alerts with `for:` can fire.
-    worker_purge_seconds: float = option(
+    worker_purge_after: float = option(
         3600.0,
         "--worker-purge-after",
         "Seconds a down worker's series stay (at 0) before they are removed; keep it "
         "longer than your alerts' `for:`.",
         minimum="zero_or_more",
     )
-    task_tracker_max_tasks: int = option(
+    max_tracked_tasks: int = option(
         200_000,
         "--max-tracked-tasks",
         "Tasks in flight to remember (name, queue, timestamps); beyond it the oldest are "
         "forgotten and counted in celery_exporter_tracked_task_evictions_total.",
         minimum="above_zero",
     )
-    task_tracker_max_age_seconds: float = option(
+    tracked_task_max_age: float = option(
         6 * 3600.0,
         "--tracked-task-max-age",
         "Seconds after which a task with no new event is forgotten.",
         minimum="above_zero",
     )
     # Reconnect when a connection that carried events goes silent this long.
-    event_watchdog_seconds: float = option(
+    event_watchdog: float = option(
         30.0,
         "--event-watchdog",
         "Reconnect when a connection that carried events is silent this many seconds "
         "(catches half-open connections); 0 disables.",
         minimum="zero_or_more",
     )
-    reconnect_max_backoff_seconds: float = option(
+    reconnect_max_backoff: float = option(
         10.0,
         "--reconnect-max-backoff",
         "Upper bound in seconds of the exponential backoff between reconnect attempts.",
         minimum="above_zero",
     )
-    enable_events_interval_seconds: float = option(
+    enable_events_interval: float = option(
         0.0,
         "--enable-events-interval",
         "Broadcast Celery's enable_events control command this often (seconds), so "
@@ -388,19 +388,19 @@ class Settings:
         into=queue_list,
         example="emails,reports",
     )
-    sample_interval_seconds: float = option(
+    sample_interval: float = option(
         5.0,
         "--sample-interval",
         "Seconds between two samples of the broker's queues (never done inside /metrics).",
         minimum="above_zero",
     )
-    sample_timeout_seconds: float = option(
+    sample_timeout: float = option(
         5.0,
         "--sample-timeout",
         "Socket timeout, in seconds, for one queue sample.",
         minimum="above_zero",
     )
-    queue_forget_after_seconds: float = option(
+    queue_forget_after: float = option(
         3600.0,
         "--queue-forget-after",
         "Seconds after which a discovered queue that no source names any more and that "
@@ -408,7 +408,7 @@ class Settings:
         minimum="above_zero",
     )
     # How long events of a task not yet seen wait for its task-sent (see events/reorder.py).
-    reorder_window_seconds: float = option(
+    reorder_window: float = option(
         2.0,
         "--reorder-window",
         "Seconds a new task's worker events may wait for its task-sent event (published "
@@ -416,14 +416,14 @@ class Settings:
         minimum="zero_or_more",
     )
     # Each worker is asked for its queues and stats this often (one reply each).
-    inspect_interval_seconds: float = option(
+    inspect_interval: float = option(
         30.0,
         "--inspect-interval",
         "Seconds between two inspect requests (active_queues, stats) to each worker; each "
         "request is answered by that worker alone.",
         minimum="above_zero",
     )
-    inspect_timeout_seconds: float = option(
+    inspect_timeout: float = option(
         1.0,
         "--inspect-timeout",
         "Seconds to wait for a worker's reply to an inspect request (at least 1).",
@@ -456,7 +456,7 @@ class Settings:
         'name="(other)" (see celery_exporter_dropped_label_values_total). 0: no cap.',
         minimum="zero_or_more",
     )
-    task_name_forget_after_seconds: float = option(
+    task_name_forget_after: float = option(
         0.0,  # never
         "--task-name-forget-after",
         "Remove the series of a task name with no event for this many seconds (at least "
@@ -492,14 +492,14 @@ class Settings:
     )
     # An event whose timestamp is further than this from the exporter's clock loses its
     # timestamp (counted as out_of_range): it is still counted, at the exporter's clock.
-    event_time_window_seconds: float = option(
+    event_time_window: float = option(
         DEFAULT_EVENT_TIME_WINDOW_SECONDS,
         "--event-time-window",
         "Seconds an event's timestamp may be away from the exporter's clock (either way); "
         'events beyond it are skipped and counted as reason="out_of_range".',
         minimum="above_zero",
     )
-    web_write_timeout_seconds: float = option(
+    web_write_timeout: float = option(
         DEFAULT_WEB_WRITE_TIMEOUT_SECONDS,
         "--web-write-timeout",
         "Seconds a client has to read a whole response; a client that does not read is dropped.",
@@ -513,14 +513,14 @@ class Settings:
         "while all are rendering answers, a new one waits up to 1 s, then is refused (503).",
         minimum="above_zero",
     )
-    web_header_timeout_seconds: float = option(
+    web_header_timeout: float = option(
         DEFAULT_WEB_HEADER_TIMEOUT_SECONDS,
         "--web-header-timeout",
         "Seconds a client has to send a whole request head (and complete its TLS handshake), "
         "from connecting or from the first byte of a later request; then it is closed.",
         minimum="above_zero",
     )
-    web_idle_timeout_seconds: float = option(
+    web_idle_timeout: float = option(
         DEFAULT_WEB_IDLE_TIMEOUT_SECONDS,
         "--web-idle-timeout",
         "Seconds a kept-alive connection may wait for its next request.",

@@ -78,16 +78,16 @@ class BrokerWatch:
         self.started_at = clock()
         self.health = ExporterHealth(clock)
         self.workers = WorkerRegistry(
-            settings.worker_timeout_heartbeats, settings.worker_purge_seconds
+            settings.worker_timeout_heartbeats, settings.worker_purge_after
         )
         self.worker_queues = WorkerQueues()
         self.control = ControlThread(
             self.app,
             self.worker_queues,
             self.health,
-            settings.inspect_timeout_seconds,
-            settings.enable_events_interval_seconds,
-            inspect_interval=settings.inspect_interval_seconds,
+            settings.inspect_timeout,
+            settings.enable_events_interval,
+            inspect_interval=settings.inspect_interval,
             is_alive=self.workers.is_up,
         )
         self.task_metrics = TaskMetrics(
@@ -102,9 +102,7 @@ class BrokerWatch:
             settings.max_task_names,
             self.health.dropped_label_values,
         )
-        tracker = TaskTracker(
-            settings.task_tracker_max_tasks, settings.task_tracker_max_age_seconds
-        )
+        tracker = TaskTracker(settings.max_tracked_tasks, settings.tracked_task_max_age)
         dropped = self.health.dropped_label_values
         hostnames = LabelCap(
             "hostname", settings.max_worker_hostnames, dropped, "--max-worker-hostnames"
@@ -130,15 +128,15 @@ class BrokerWatch:
             self.workers,
             self.health,
             clock,
-            reorder_window=settings.reorder_window_seconds,
-            ranges=EventRanges(settings.event_time_window_seconds),
+            reorder_window=settings.reorder_window,
+            ranges=EventRanges(settings.event_time_window),
             hostnames=hostnames,
             awaits_worker=self.control.awaiting_queues,
         )
         self.consumer = EventConsumer(
             self.app, settings, self.dispatcher.on_message, self.health, clock
         )
-        self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after_seconds)
+        self.queue_registry = QueueRegistry(settings.queues, settings.queue_forget_after)
         self.queue_sampler = QueueSampler(
             settings.broker.queue_source(
                 self.app, settings, lambda: dict(self.control.priority_options)
@@ -147,7 +145,7 @@ class BrokerWatch:
             self.worker_queues,
             self.dispatcher.take_queues_seen,
             self.dispatcher.sent_at,
-            settings.sample_interval_seconds,
+            settings.sample_interval,
             clock,
         )
         self.schedule = read_schedule(load_app(settings.app)) if settings.app else []
@@ -256,9 +254,9 @@ class BrokerWatch:
         settings = self.settings
         hostnames, queues, exceptions = self.dispatcher.release_idle_labels(
             now,
-            max(settings.worker_purge_seconds, MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS),
+            max(settings.worker_purge_after, MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS),
             # Never sooner than an idle task name: the series outlive every alert's window.
-            max(settings.queue_forget_after_seconds, MIN_TASK_NAME_FORGET_SECONDS),
+            max(settings.queue_forget_after, MIN_TASK_NAME_FORGET_SECONDS),
             EXCEPTION_FORGET_AFTER_SECONDS,
         )
         health = self.health
@@ -276,7 +274,7 @@ class BrokerWatch:
             self.dispatcher.refresh_running(
                 live, self.workers.idle_since, self.workers.online_since
             )
-        forget_after = self.settings.task_name_forget_after_seconds
+        forget_after = self.settings.task_name_forget_after
         if forget_after and self._ticks % IDLE_NAMES_TICKS == 0:
             keep = {entry.task for entry in self.schedule}
             gone = self.dispatcher.forget_idle_names(now, forget_after, keep)

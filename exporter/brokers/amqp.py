@@ -45,7 +45,7 @@ class AmqpBroker(Broker):
         settings: Settings,
         worker_options: Callable[[], dict[str, dict[str, Any]]],
     ) -> QueueSource:
-        timeout = settings.sample_timeout_seconds
+        timeout = settings.sample_timeout
         return RabbitMQQueueSource(app, timeout, lambda: self.connect(app, timeout))
 
 

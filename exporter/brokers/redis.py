@@ -132,7 +132,7 @@ class RedisBroker(Broker):
         return RedisQueueSource(
             app,
             settings.transport_options,
-            settings.sample_timeout_seconds,
+            settings.sample_timeout,
             worker_options=worker_options,
         )
 

@@ -65,7 +65,7 @@ class SqsBroker(Broker):
         settings: Settings,
         worker_options: Callable[[], dict[str, dict[str, Any]]],
     ) -> QueueSource:
-        timeout = settings.sample_timeout_seconds
+        timeout = settings.sample_timeout
         return SqsQueueSource(timeout, lambda: self.connect(app, timeout))
 
 

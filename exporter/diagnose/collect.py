@@ -42,7 +42,7 @@ def observe(settings: Settings, window: float, timeout: float) -> Observation:
             time.sleep(0.1)
             exporter.tick()
         # Give every worker seen its chance to say which queues it consumes.
-        answer_deadline = time.monotonic() + settings.inspect_timeout_seconds * 3 + 2
+        answer_deadline = time.monotonic() + settings.inspect_timeout * 3 + 2
         while time.monotonic() < answer_deadline and not _all_answered(exporter):
             time.sleep(0.1)
         exporter.queue_sampler.sample_once()

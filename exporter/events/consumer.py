@@ -7,7 +7,7 @@ and decodes through kombu's generic path; this consumer owns the connection inst
   stop requests and the watchdog are checked at least twice a second;
 - on any error: mark the broker down, count it, back off exponentially (capped), retry;
 - watchdog: kombu does not notice a half-open pub/sub connection. When a connection that
-  carried events falls silent for ``event_watchdog_seconds`` (workers heartbeat every 2 s),
+  carried events falls silent for ``event_watchdog`` (workers heartbeat every 2 s),
   reconnect;
 - a hung broker (accepts, never answers) must not hang the consumer: socket timeouts on the
   event connection (unless the transport options set their own), and the broker is marked
@@ -129,7 +129,7 @@ class EventConsumer:
                 backoff = INITIAL_BACKOFF_SECONDS
                 outage_logged = False
             self.stopping.wait(backoff)
-            backoff = min(backoff * 2, self.settings.reconnect_max_backoff_seconds)
+            backoff = min(backoff * 2, self.settings.reconnect_max_backoff)
 
     def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
         """A connection that carried events is gone: down and counted now; ``run`` then
@@ -149,7 +149,7 @@ class EventConsumer:
         if exc is None:
             log.warning(
                 "no events for %.0f s on a connection that carried events; reconnecting to %s",
-                self.settings.event_watchdog_seconds,
+                self.settings.event_watchdog,
                 redact_url(self.settings.broker_url),
             )
         else:
@@ -208,7 +208,7 @@ class EventConsumer:
 
     def _drain(self, conn: Connection, channel: object) -> None:
         self._last_message_at = 0.0
-        watchdog = self.settings.event_watchdog_seconds
+        watchdog = self.settings.event_watchdog
         # Redis: kombu connects and subscribes, we read the replies (redis_stream.py).
         stream = self.settings.broker.event_reader(channel, self._handle_body, self._skipped)
         self.stream = stream

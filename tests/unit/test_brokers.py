@@ -66,7 +66,7 @@ def test_capabilities_and_what_a_queue_sample_holds() -> None:
 
 
 def test_each_broker_gives_its_parts() -> None:
-    redis_settings = Settings(broker_url="redis://127.0.0.1:1/0", sample_timeout_seconds=2.0)
+    redis_settings = Settings(broker_url="redis://127.0.0.1:1/0", sample_timeout=2.0)
     app = Celery(broker=redis_settings.broker_url)
     assert isinstance(REDIS.queue_source(app, redis_settings, dict), RedisQueueSource)
     amqp_settings = Settings(broker_url="amqp://127.0.0.1:1//")

@@ -137,14 +137,14 @@ def test_defaults() -> None:
         settings.max_queue_names,
         settings.max_worker_hostnames,
         settings.max_exception_classes,
-        settings.event_time_window_seconds,
-        settings.web_write_timeout_seconds,
+        settings.event_time_window,
+        settings.web_write_timeout,
     ) == (1000, 2000, 500, 86400.0, 30.0)
     # The HTTP server's bounds (docs/reliability.md, "Timeouts").
     assert (
         settings.web_max_connections,
-        settings.web_header_timeout_seconds,
-        settings.web_idle_timeout_seconds,
+        settings.web_header_timeout,
+        settings.web_idle_timeout,
         settings.web_max_request_size,
     ) == (64, 10.0, 120.0, 16384)
 
@@ -168,7 +168,7 @@ def test_every_option_reads_its_environment_variable(monkeypatch: pytest.MonkeyP
         "visibility_timeout": 3600,
     }
     assert settings.runtime_buckets == (0.1, 1.0, 10.0)
-    assert settings.worker_purge_seconds == 120.0
+    assert settings.worker_purge_after == 120.0
 
 
 def test_bad_environment_value_names_the_flag() -> None:

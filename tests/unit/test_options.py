@@ -17,29 +17,14 @@ from exporter.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DECLARED = list(declared_options(Settings))
-# Fields named before the table existed; every later option's field is its flag's name.
+# The options whose value fills fields of other names (`into`): a broker spec may carry a name,
+# KEY=VALUE options are a dict, the listen address is a host and a port. Every other field is
+# named as its flag.
 NAMED_BEFORE_THE_TABLE = {
     "broker_url": "broker_url",
     "transport_options": "broker_transport_option",
     "ssl_options": "broker_ssl_option",
     "listen_host": "listen_address",
-    "worker_purge_seconds": "worker_purge_after",
-    "task_tracker_max_tasks": "max_tracked_tasks",
-    "task_tracker_max_age_seconds": "tracked_task_max_age",
-    "event_watchdog_seconds": "event_watchdog",
-    "reconnect_max_backoff_seconds": "reconnect_max_backoff",
-    "enable_events_interval_seconds": "enable_events_interval",
-    "sample_interval_seconds": "sample_interval",
-    "sample_timeout_seconds": "sample_timeout",
-    "queue_forget_after_seconds": "queue_forget_after",
-    "reorder_window_seconds": "reorder_window",
-    "inspect_interval_seconds": "inspect_interval",
-    "inspect_timeout_seconds": "inspect_timeout",
-    "task_name_forget_after_seconds": "task_name_forget_after",
-    "event_time_window_seconds": "event_time_window",
-    "web_write_timeout_seconds": "web_write_timeout",
-    "web_header_timeout_seconds": "web_header_timeout",
-    "web_idle_timeout_seconds": "web_idle_timeout",
 }
 
 

@@ -206,7 +206,7 @@ def test_an_unreachable_endpoint_is_broker_down_and_the_daemon_keeps_serving(
 
 
 def test_an_unreachable_endpoint_fails_the_sample_within_the_timeout() -> None:
-    settings = Settings(broker_url="sqs://AKIA:secret@127.0.0.1:1", sample_timeout_seconds=1.0)
+    settings = Settings(broker_url="sqs://AKIA:secret@127.0.0.1:1", sample_timeout=1.0)
     assert for_url(settings.broker_url) is SQS
     app = Celery(broker=settings.broker_url, set_as_current=False)
     source = SQS.queue_source(app, settings, dict)

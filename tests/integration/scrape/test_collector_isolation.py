@@ -145,7 +145,7 @@ def test_a_process_wide_collector_fails_alone_without_an_outcome_gauge(
     """Registered process-wide (as build info and process_* are), a failing collector is
     left out and logged once, and adds no series without the ``broker`` label."""
     exporter = Exporter(
-        Settings(broker_url=redis_url, brokers=(("red", redis_url),), reorder_window_seconds=0)
+        Settings(broker_url=redis_url, brokers=(("red", redis_url),), reorder_window=0)
     )
     breakable = Breakable()
     exporter.register_collector("breakable", breakable.collect, process_wide=True)

@@ -328,7 +328,7 @@ def test_revoked_before_delivery_and_rejected(clock: Clock) -> None:
 
 
 def test_tracker_is_bounded_by_size_and_age_and_counts_evictions(clock: Clock) -> None:
-    exp = make_exporter(clock, task_tracker_max_tasks=10, task_tracker_max_age_seconds=60.0)
+    exp = make_exporter(clock, max_tracked_tasks=10, tracked_task_max_age=60.0)
     for i in range(15):
         feed(
             exp,
@@ -419,7 +419,7 @@ def test_huge_and_hostile_label_values_are_bounded(clock: Clock) -> None:
 
 
 def test_worker_liveness_on_the_clock(clock: Clock) -> None:
-    exp = make_exporter(clock, worker_timeout_heartbeats=5.0, worker_purge_seconds=900.0)
+    exp = make_exporter(clock, worker_timeout_heartbeats=5.0, worker_purge_after=900.0)
     feed(exp, {"type": "worker-online", "hostname": "w1@h", "freq": 2.0, "timestamp": clock.now})
     feed(
         exp,
@@ -595,7 +595,7 @@ def test_worker_events_that_outrun_task_sent_wait_for_it(clock: Clock) -> None:
 
 
 def test_held_events_are_released_after_the_window_without_task_sent(clock: Clock) -> None:
-    exp = make_exporter(clock, reorder_window_seconds=2.0)
+    exp = make_exporter(clock, reorder_window=2.0)
     feed(
         exp,
         {"type": "task-sent", "uuid": "x", "name": "app.x", "queue": "q", "timestamp": clock.now},
@@ -838,7 +838,7 @@ def test_tasks_whose_final_event_was_lost_stop_counting_as_running(clock: Clock)
 
 
 def test_forgotten_worker_takes_its_task_series_along(clock: Clock) -> None:
-    exp = make_exporter(clock, worker_purge_seconds=60.0)
+    exp = make_exporter(clock, worker_purge_after=60.0)
     feed(exp, {"type": "worker-heartbeat", "hostname": "pod-abc@h", "freq": 2.0})
     feed(exp, *task_lifecycle("u", "app.add", "pod-abc@h", clock.now, sent_queue=None))
     assert (
@@ -861,7 +861,7 @@ def test_forgotten_worker_takes_its_task_series_along(clock: Clock) -> None:
 
 
 def test_offline_from_an_unknown_worker_is_forgotten_in_time(clock: Clock) -> None:
-    exp = make_exporter(clock, worker_purge_seconds=60.0)
+    exp = make_exporter(clock, worker_purge_after=60.0)
     feed(exp, {"type": "worker-offline", "hostname": "ghost@h"})
     assert value(samples(exp), "celery_worker_up", hostname="ghost@h") == 0
     clock.now += 61.0

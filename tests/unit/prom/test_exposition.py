@@ -260,7 +260,7 @@ def test_several_brokers_give_one_family_each_in_a_strict_parse() -> None:
         Settings(
             broker_url="redis://127.0.0.1:1/0",
             brokers=(("red", "redis://127.0.0.1:1/0"), ("blue", "redis://127.0.0.1:1/1")),
-            reorder_window_seconds=0,
+            reorder_window=0,
         )
     )
     for i, watch in enumerate(exporter.watches):

@@ -157,7 +157,7 @@ def test_a_bad_schema_stops_the_exporter_naming_the_flag(value: str) -> None:
 
 
 def _exporter(**overrides: Any) -> Exporter:
-    settings = Settings(broker_url="redis://127.0.0.1:1/0", reorder_window_seconds=0, **overrides)
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", reorder_window=0, **overrides)
     return Exporter(settings, clock=lambda: NOW)
 
 

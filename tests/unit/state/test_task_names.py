@@ -36,7 +36,7 @@ class Clock:
 
 def make_exporter(clock: Clock, **overrides: Any) -> Exporter:
     return Exporter(
-        Settings(broker_url="redis://127.0.0.1:1/0", reorder_window_seconds=0, **overrides),
+        Settings(broker_url="redis://127.0.0.1:1/0", reorder_window=0, **overrides),
         clock=clock,
     )
 
@@ -145,8 +145,8 @@ def test_idle_names_lose_their_series_but_periodic_arrivals_stay() -> None:
     forget = MIN_TASK_NAME_FORGET_SECONDS
     # The queue (named once, at the start) is not forgotten here: see the queue cap's test.
     exporter = make_exporter(
-        clock, task_name_forget_after_seconds=forget, max_task_names=2,
-        queue_forget_after_seconds=4 * forget,
+        clock, task_name_forget_after=forget, max_task_names=2,
+        queue_forget_after=4 * forget,
     )  # fmt: skip
     start = clock.now
     # A one-off task, a periodic task (every 10 minutes) that then stops, and a busy one.
@@ -267,7 +267,7 @@ def test_label_cap_folds_counts_each_value_once_and_frees_a_place_on_forget() ->
 
 def test_worker_hostname_cap_and_a_purged_worker_frees_its_place() -> None:
     clock = Clock()
-    exporter = make_exporter(clock, max_worker_hostnames=1, worker_purge_seconds=60.0)
+    exporter = make_exporter(clock, max_worker_hostnames=1, worker_purge_after=60.0)
 
     def beat(hostname: str) -> None:
         event = {"type": "worker-heartbeat", "hostname": hostname, "freq": 2.0,
@@ -313,8 +313,8 @@ def _send(exporter: Exporter, *events: dict[str, Any]) -> None:
 
 def test_task_event_hostnames_give_their_place_back_when_idle_and_unregistered() -> None:
     clock = Clock()
-    exporter = make_exporter(clock, max_worker_hostnames=3, worker_purge_seconds=60.0,
-                             queue_forget_after_seconds=86_400.0)  # fmt: skip
+    exporter = make_exporter(clock, max_worker_hostnames=3, worker_purge_after=60.0,
+                             queue_forget_after=86_400.0)  # fmt: skip
     # A real worker's first task events come before its first heartbeat (batched).
     run_task(exporter, "t0", "app.t", clock.now, hostname="real@early")
     for i in range(2):  # junk hostnames in task events only, never a worker event
@@ -350,7 +350,7 @@ def test_idle_queue_names_and_exception_classes_give_their_place_back() -> None:
 
     clock = Clock()
     exporter = make_exporter(
-        clock, max_queue_names=1, max_exception_classes=1, queue_forget_after_seconds=600.0
+        clock, max_queue_names=1, max_exception_classes=1, queue_forget_after=600.0
     )
     idle = MIN_TASK_NAME_FORGET_SECONDS  # the floor of a queue label's idle time
 
