@@ -30,16 +30,19 @@ from lib.workload import (
 )
 
 # Sections of RESULTS.md written by the other scripts (matrix.py, scrape.py, memory.py,
-# soak.py): kept when this script rewrites the file.
+# soak.py, backlog.py, slow_readers.py...) or by hand: kept when this script rewrites the file.
 OTHER_SECTIONS = (
     "## Ingestion rate matrix",
     "## /metrics latency",
     "## Memory after 1,000,000 tasks",
     "## Soak",
     "## Memory drift",  # hand-written (bench/drift.py)
+    "## HTTP listen backlog",
+    "## Clients that do not read",
     "## Protobuf exposition",
     "## Reference subscribers",
     "## Redis queue sampling with 1,000,000 keys",
+    "## Redesign (issue 16): before and after",
 )
 
 
