@@ -327,10 +327,13 @@
         {
           alert: "CeleryExporterAbsent",
           expr: |||
-            absent(celery_exporter_build_info%(sel)s)
+            (
+              group by (%(clusterBy)s) (max_over_time(celery_exporter_build_info%(sel)s[1d]))
+                unless on (%(clusterBy)s) celery_exporter_build_info%(sel)s
+            )
               or (
-                group by (%(clusterBy)s) (max_over_time(celery_exporter_build_info%(sel)s[1h]))
-                  unless on (%(clusterBy)s) celery_exporter_build_info%(sel)s
+                absent(celery_exporter_build_info%(sel)s)
+                  unless on () count(max_over_time(celery_exporter_build_info%(sel)s[1d]))
               )
           ||| % cfg,
           'for': cfg.alertFor.CeleryExporterAbsent,

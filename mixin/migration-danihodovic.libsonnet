@@ -34,10 +34,10 @@
             sum by (%(cluster)sbroker, queue_name) (
               %(replicaMax)s (
                 celery_worker_queue_info%(sel)s
-                  * on (%(cluster)s%(replicaBy)s, broker, hostname) group_left celery_worker_pool_processes%(sel)s
+                  * on (%(sameReplica)s) group_left celery_worker_pool_processes%(sel)s
               )
             )
-          ||| % cfg,
+          ||| % (cfg { sameReplica: std.join(', ', cfg.clusterLabels + cfg.replicaLabels + ['broker', 'hostname']) }),
         },
         // Theirs observes successful runs only, labelled name/hostname/queue_name; ours has no
         // hostname on histograms (series bound) and a state label.

@@ -66,7 +66,13 @@
         // (the labels of _config.clusterLabels, then broker).
         {
           record: "celery:broker_down:max5m",
-          expr: "min by (%(cluster)sbroker) (min_over_time(celery_exporter_broker_up%(sel)s[5m]) == bool 0) == 1" % cfg,
+          // Only replicas scraped now count: one that vanished (its node died with the broker)
+          // still has samples of 1 in the window and would hold the minimum at 0.
+          expr: |||
+            min by (%(cluster)sbroker) (
+              (min_over_time(celery_exporter_broker_up%(sel)s[5m]) == bool 0) and celery_exporter_broker_up%(sel)s
+            ) == 1
+          ||| % cfg,
         },
         // A queue counts as consumed when a live worker says it consumes it, or (RabbitMQ)
         // the broker counts a consumer on it.

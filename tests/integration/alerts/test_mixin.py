@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.integration.alerts.test_alert_rules import promtool
@@ -88,6 +89,26 @@ def test_custom_config_selects_every_series_and_passes_promtool(tmp_path: Path) 
     for query in queries:
         for match in METRIC.finditer(json.loads(f'"{query}"')):
             assert match.group(2) and PROD in match.group(2), (query, match.group(0))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "{replicaLabels: []}",  # one exporter per cluster, no replica labels to drop
+        "{clusterLabels: ['namespace', 'job', 'instance'], replicaLabels: ['pod']}",
+    ],
+)
+def test_documented_label_layouts_render_rules_promtool_accepts(
+    tmp_path: Path, config: str
+) -> None:
+    """docs/scaling.md offers these layouts: every rule file they render must parse."""
+    rendered_rules(tmp_path, config)
+    files = sorted((tmp_path / "alerts").glob("*.yml"))
+    assert len(files) >= 3
+    result = subprocess.run(
+        [promtool(), "check", "rules", *map(str, files)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def firing(prometheus: PrometheusServer, rule_file: Path, alert: str) -> str:
