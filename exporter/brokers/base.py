@@ -71,7 +71,12 @@ class Broker(ABC):
         the thread that talks to it."""
         options = dict(app.conf.broker_transport_options or {})
         for key, value in self.socket_timeouts(timeout).items():
-            options.setdefault(key, value)
+            given = options.get(key)
+            if isinstance(value, dict) and isinstance(given, dict):
+                # SQS's client-config: the user's proxies must not drop the timeouts.
+                options[key] = {**value, **given}
+            else:
+                options.setdefault(key, value)
         method = app.connection_for_write if for_write else app.connection_for_read
         conn: Connection = method(connect_timeout=timeout, transport_options=options)
         return conn

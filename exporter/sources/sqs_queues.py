@@ -15,13 +15,22 @@ Queues: the ones asked for, Celery's default queue, and, when the workers use a
 Celery cluster's queues apart from the account's others). kombu names a Celery queue on SQS
 ``prefix + name`` with ``.`` turned into ``-`` and other punctuation into ``_``; a queue
 found by listing is labelled with that SQS name less the prefix, unless a queue asked for
-has the same SQS name (then the name asked for, dots and all). Sampling only reads: it never
-creates, receives from or deletes from a queue.
+has the same SQS name (then the name asked for, dots and all).
+
+With ``predefined_queues`` the cluster's queues are exactly those: each is read at its URL
+with its own credentials and labelled by its key (the name the workers use); a name asked
+for that is not predefined (the default ``celery`` included) is skipped and logged once,
+since kombu would not reach it either and the URL's credentials may have no right to look.
+A predefined queue that fails (access denied...) is left out of the sample and logged once;
+the sample fails (``source_up`` 0) only when none of them answered.
+
+Sampling only reads: it never creates, receives from or deletes from a queue.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +43,8 @@ ATTRIBUTES = (
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
+log = logging.getLogger(__name__)
+
 # Celery's task_default_queue: watched even before anything names it.
 DEFAULT_QUEUE = "celery"
 
@@ -53,6 +64,7 @@ class SqsQueueSource:
         self.timeout = timeout
         self._connect = connect
         self._conn: Connection | None = None
+        self._logged: set[str] = set()  # predefined-queue notices already logged
 
     def _channel(self) -> Any:
         if importlib.util.find_spec("boto3") is None:
@@ -75,6 +87,8 @@ class SqsQueueSource:
             raise
 
     def _sample(self, channel: Any, queues: list[str]) -> BrokerSample:
+        if channel.predefined_queues:
+            return self._sample_predefined(channel, queues)
         sample = BrokerSample(delayed_total=0)
         prefix: str = channel.queue_name_prefix
         # SQS name -> (label, URL or None until looked up)
@@ -94,18 +108,43 @@ class SqsQueueSource:
             if counts is None:  # absent: nothing waits there
                 sample.queues[label] = QueueSample(ready=0, reserved=0)
                 continue
-            visible, in_flight, delayed = counts
-            sample.queues[label] = QueueSample(ready=visible, reserved=in_flight)
-            sample.listed_queues.add(label)
-            sample.delayed_total = (sample.delayed_total or 0) + delayed
+            _add(sample, label, counts)
         return sample
 
-    def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
-        """(label, URL) of the cluster's queues: the predefined ones, or those under the
-        prefix."""
+    def _sample_predefined(self, channel: Any, queues: list[str]) -> BrokerSample:
         predefined: dict[str, dict[str, Any]] = channel.predefined_queues
-        if predefined:
-            return [(name, q["url"]) for name, q in predefined.items()]
+        for queue in sorted(set(queues) - set(predefined)):
+            self._log_once(
+                f"skip:{queue}",
+                "sqs queue %r is not in predefined_queues: not sampled (kombu would not "
+                "reach it either)",
+                queue,
+            )
+        sample = BrokerSample(delayed_total=0)
+        failure: Exception | None = None
+        for key in sorted(predefined):
+            try:
+                counts = self._counts(channel, key, key, predefined[key]["url"])
+            except Exception as error:  # this queue's credentials or rights, not the broker's
+                failure = failure or error
+                self._log_once(f"fail:{key}", "sampling sqs queue %r failed: %s", key, error)
+                continue
+            self._logged.discard(f"fail:{key}")
+            if counts is None:
+                sample.queues[key] = QueueSample(ready=0, reserved=0)
+            else:
+                _add(sample, key, counts)
+        if failure is not None and not sample.queues:
+            raise failure  # no queue answered: the broker is down for the exporter
+        return sample
+
+    def _log_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message, *args)
+
+    def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
+        """(label, URL) of the cluster's queues under the prefix."""
         if not prefix:
             return []  # the whole account's queues are not the cluster's
         pages = channel.sqs().get_paginator("list_queues")
@@ -132,3 +171,10 @@ class SqsQueueSource:
             return None
         visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in ATTRIBUTES)
         return visible, in_flight, delayed
+
+
+def _add(sample: BrokerSample, label: str, counts: tuple[int, int, int]) -> None:
+    visible, in_flight, delayed = counts
+    sample.queues[label] = QueueSample(ready=visible, reserved=in_flight)
+    sample.listed_queues.add(label)
+    sample.delayed_total = (sample.delayed_total or 0) + delayed

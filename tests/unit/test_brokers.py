@@ -85,6 +85,19 @@ def test_each_broker_gives_its_parts() -> None:
         3.0,
     )
     conn.release()
+    # A nested option (SQS's client-config) merges: the user's keys win, the timeouts stay.
+    sqs_app = Celery(broker="sqs://AKIA:secret@127.0.0.1:1", set_as_current=False)
+    sqs_app.conf.broker_transport_options = {
+        "client-config": {"max_pool_connections": 10, "read_timeout": 9.0}
+    }
+    conn = bounded_connection(sqs_app, 3.0)
+    assert conn.transport_options["client-config"] == {
+        "max_pool_connections": 10,
+        "read_timeout": 9.0,
+        "connect_timeout": 3.0,
+        "retries": {"total_max_attempts": 1},
+    }
+    conn.release()
     # Redis names the exporter's connection and never restores unacked messages.
     assert REDIS.app_transport_options({})["client_name"] == "celery-metrics-exporter"
     assert AMQP.app_transport_options({}) == {}

@@ -8,8 +8,10 @@ real ``diagnose``) in a subprocess, given the broker URL and the workers' transp
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -17,8 +19,10 @@ import pytest
 from celery import Celery
 
 from exporter.brokers import for_url
+from exporter.brokers.app import make_app
 from exporter.brokers.sqs import SQS
 from exporter.settings import Settings
+from exporter.sources.base import QueueSample
 from exporter.sources.sqs_queues import SqsQueueSource
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.metrics import label_values, value
@@ -205,12 +209,130 @@ def test_an_unreachable_endpoint_is_broker_down_and_the_daemon_keeps_serving(
         exporter.stop()
 
 
-def test_an_unreachable_endpoint_fails_the_sample_within_the_timeout() -> None:
-    settings = Settings(broker_url="sqs://AKIA:secret@127.0.0.1:1", sample_timeout=1.0)
+@pytest.mark.parametrize(
+    "client_config", [None, {"max_pool_connections": 10}], ids=["default", "client-config"]
+)
+def test_an_endpoint_that_never_answers_fails_the_sample_within_the_timeout(
+    client_config: dict[str, Any] | None,
+) -> None:
+    """Accepts the connection and never answers: botocore's own 60 s timeouts, retried, would
+    hold the sampler for minutes. A user's client-config (proxies, pool size) keeps the
+    exporter's timeouts. The bound is on a hang, generous for a loaded machine."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel accepts; nothing ever reads or answers
+    port = listener.getsockname()[1]
+    options: dict[str, Any] = {"region": REGION}
+    if client_config is not None:
+        options["client-config"] = client_config
+    settings = Settings(
+        broker_url=f"sqs://AKIA:secret@127.0.0.1:{port}",
+        sample_timeout=2.0,  # the bound below leaves 4 s for a loaded machine's overhead
+        transport_options=options,
+    )
     assert for_url(settings.broker_url) is SQS
     app = Celery(broker=settings.broker_url, set_as_current=False)
+    app.conf.broker_transport_options = dict(settings.transport_options)
     source = SQS.queue_source(app, settings, dict)
-    with pytest.raises(Exception) as raised:
-        source.sample([])
-    assert "127.0.0.1:1" in str(raised.value)
-    source.close()
+    import boto3  # noqa: F401  (its first import is not what the bound is about)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as raised:
+            source.sample([])
+        elapsed = time.monotonic() - started
+        assert f"127.0.0.1:{port}" in str(raised.value)
+        assert elapsed < 3 * settings.sample_timeout, elapsed
+    finally:
+        source.close()
+        listener.close()
+
+
+@pytest.fixture
+def no_ambient_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the credentials the test names: none from the environment, files or metadata."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _predefined_source(url: str, predefined: dict[str, Any]) -> SqsQueueSource:
+    settings = Settings(
+        broker_url=url,
+        transport_options={"region": REGION, "predefined_queues": predefined},
+    )
+    source = settings.broker.queue_source(make_app(settings), settings, dict)
+    assert isinstance(source, SqsQueueSource)
+    return source
+
+
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
+@pytest.mark.parametrize("url_credentials", [False, True], ids=["per-queue-only", "url-too"])
+def test_predefined_queues_are_read_with_their_own_credentials_labelled_by_their_keys(
+    sqs_server: MotoSqsServer, caplog: pytest.LogCaptureFixture, url_credentials: bool
+) -> None:
+    """kombu's documented setup: per-queue credentials, none in the URL, and keys that need
+    not be the SQS names. Only the predefined queues are read (not ``celery`` nor a name asked
+    for), each at its URL: the key ``zorders`` is the queue ``<prefix>a-orders``, never looked
+    up by its key (which would find no queue and report 0)."""
+    client = sqs_server.client()
+    prefix = unique_prefix()
+    orders = client.create_queue(QueueName=f"{prefix}a-orders")["QueueUrl"]
+    client.send_message(QueueUrl=orders, MessageBody="x")
+    empty = client.create_queue(QueueName=f"{prefix}empty")["QueueUrl"]
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    source = _predefined_source(
+        sqs_server.url(credentials=url_credentials),
+        {"zorders": {"url": orders, **keys}, "empty": {"url": empty, **keys}},
+    )
+    try:
+        first = source.sample(["video"])
+        # As the daemon does: the queues found are asked for again.
+        second = source.sample(sorted({"video", *first.listed_queues}))
+    finally:
+        source.close()
+    for sample in (first, second):
+        assert sample.queues.get("zorders") == QueueSample(ready=1, reserved=0)
+    for sample in (first, second):
+        assert sample.queues == {
+            "zorders": QueueSample(ready=1, reserved=0),
+            "empty": QueueSample(ready=0, reserved=0),
+        }
+        assert sample.listed_queues == {"zorders", "empty"}
+        assert sample.delayed_total == 0
+    skipped = [r for r in caplog.records if "not in predefined_queues" in r.getMessage()]
+    assert len(skipped) == 1 and "'video'" in skipped[0].getMessage()  # once
+
+
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
+def test_a_predefined_queue_that_fails_is_left_out_and_the_others_are_still_read(
+    sqs_server: MotoSqsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue the exporter may not read (here: no credentials for it) is not a broker
+    outage: the others are sampled, the failure logged once. None answering fails the sample
+    (source_up 0), as with any broker that does not answer."""
+    client = sqs_server.client()
+    prefix = unique_prefix()
+    orders = client.create_queue(QueueName=f"{prefix}orders")["QueueUrl"]
+    client.send_message(QueueUrl=orders, MessageBody="x")
+    locked = client.create_queue(QueueName=f"{prefix}locked")["QueueUrl"]
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    url = sqs_server.url(credentials=False)
+    source = _predefined_source(url, {"orders": {"url": orders, **keys}, "locked": {"url": locked}})
+    try:
+        for _ in range(2):
+            sample = source.sample([])
+            assert sample.queues == {"orders": QueueSample(ready=1, reserved=0)}
+    finally:
+        source.close()
+    failed = [r for r in caplog.records if "sampling sqs queue 'locked' failed" in r.getMessage()]
+    assert len(failed) == 1, caplog.text
+    only_locked = _predefined_source(url, {"locked": {"url": locked}})
+    try:
+        with pytest.raises(Exception, match="credentials"):
+            only_locked.sample([])
+    finally:
+        only_locked.close()
