@@ -55,9 +55,6 @@ MIN_UNREGISTERED_HOSTNAME_IDLE_SECONDS = 60.0
 # line per tick, not one per hostname.
 MAX_WORKERS_LOGGED_PER_TICK = 5
 
-# Queue families known only from the workers' replies to remote control.
-NEEDS_WORKERS = frozenset({"celery_queue_worker_consumers"})
-
 # A metric collector's name (the `collector` label of its scrape metrics), what it
 # collects, and the lock (if any) to hold while it collects.
 Source = tuple[str, Callable[[], Iterable[Metric]], AbstractContextManager[object] | None]
@@ -160,21 +157,23 @@ class BrokerWatch:
     def sources(self) -> list[Source]:
         """Where this broker's metrics come from, by collector name, for the registry (each
         collector fails alone: exporter/collectors/guard.py)."""
-        queues = QueueCollector(self.queue_sampler, self.worker_queues, self.workers)
+        queues = QueueCollector(
+            self.queue_sampler,
+            self.worker_queues,
+            self.workers,
+            worker_consumers=self.settings.broker.remote_control,
+        )
         workers = WorkerCollector(self.workers, self.worker_queues, self.control.stats)
 
         def queue_families() -> list[Metric]:
             return [*worker_reserved_family(self.dispatcher.reserved), *queues.collect()]
 
         if not self.settings.broker.task_events:
-            # No events, no inspect replies (SQS): no task or worker series, and no consumer
-            # count, rather than zeros that read as "no worker alive" to the alerts.
-            def depth_only() -> list[Metric]:
-                return [f for f in queues.collect() if f.name not in NEEDS_WORKERS]
-
+            # No events (SQS): no task or worker series, rather than zeros that read as
+            # "no worker alive" to the alerts.
             return [
                 ("health", self.health.collect, self.dispatcher.lock),
-                ("queues", depth_only, None),
+                ("queues", queues.collect, None),
             ]
         return [
             ("tasks", self._task_families, None),

@@ -19,11 +19,18 @@ from exporter.state.worker_registry import WorkerRegistry
 
 class QueueCollector:
     def __init__(
-        self, sampler: QueueSampler, worker_queues: WorkerQueues, workers: WorkerRegistry
+        self,
+        sampler: QueueSampler,
+        worker_queues: WorkerQueues,
+        workers: WorkerRegistry,
+        worker_consumers: bool = True,
     ) -> None:
         self.sampler = sampler
         self.worker_queues = worker_queues
         self.workers = workers
+        # Consumer counts come from the workers' replies to remote control: without it (SQS)
+        # the family is left out, rather than zeros that read as "no worker consumes it".
+        self.worker_consumers = worker_consumers
 
     def collect(self) -> Iterator[Metric]:
         yield from self._health()
@@ -87,7 +94,9 @@ class QueueCollector:
         for queue in sorted(queues):
             worker_consumers.add_metric([queue], float(listening.get(queue, 0)))
         yield from (ready, by_priority, mismatch, reserved, oldest)
-        yield from (broker_consumers, worker_consumers)
+        yield broker_consumers
+        if self.worker_consumers:
+            yield worker_consumers
         if snapshot is None:
             return
         # Broker-wide totals: only where the broker's sample holds them.
