@@ -39,6 +39,7 @@ from tests.integration.dashboards.test_grafana_dashboards import load, panel_tar
 from tests.support.exporter import REPO_ROOT, ExporterProcess
 from tests.support.prometheus import PrometheusServer
 from tests.support.servers import RedisServer
+from tests.support.waiting import wait_for
 from tests.support.workers import CeleryWorker, Producer
 
 RULES = REPO_ROOT / "alerts" / "celery.rules.yml"
@@ -164,8 +165,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         a.start(timeout=60)
         sender.join(END + 60)
         assert not failure, failure
-        # The last scrape and evaluation of the run are in.
-        time.sleep(2)  # pacing: two scrape and evaluation intervals
+        # The last scrape and evaluation of the run are in: both targets scraped, and the
+        # rules evaluated, after the traffic ended.
+        end = time.time()
+
+        def settled() -> bool:
+            scraped = prometheus.query_value("min(timestamp(up))")
+            recorded = prometheus.query_value("min(timestamp(celery:task_succeeded:rate5m))")
+            return scraped is not None and recorded is not None and min(scraped, recorded) > end
+
+        wait_for(settled, 30, interval=0.2, message="no scrape and evaluation after the run")
         yield Run(prometheus, a, b, began, time.time(), sends)
     finally:
         producer.close()
