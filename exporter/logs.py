@@ -64,3 +64,8 @@ class LogOnce:
                 self._seen.clear()
             self._seen.add(key)
         self._logger.log(level, msg, *args, exc_info=exc_info)
+
+    def forget(self, key: object) -> None:
+        """Log ``key`` again the next time it comes (the condition cleared in between)."""
+        with self._lock:
+            self._seen.discard(key)

@@ -36,6 +36,7 @@ from typing import Any
 
 from kombu.connection import Connection
 
+from exporter.logs import LogOnce
 from exporter.sources.base import BrokerSample, QueueSample, release_quietly
 
 ATTRIBUTES = (
@@ -64,7 +65,7 @@ class SqsQueueSource:
         self.timeout = timeout
         self._connect = connect
         self._conn: Connection | None = None
-        self._logged: set[str] = set()  # predefined-queue notices already logged
+        self._log_once = LogOnce(log)  # predefined-queue notices
 
     def _channel(self) -> Any:
         if importlib.util.find_spec("boto3") is None:
@@ -115,7 +116,8 @@ class SqsQueueSource:
         predefined: dict[str, dict[str, Any]] = channel.predefined_queues
         for queue in sorted(set(queues) - set(predefined)):
             self._log_once(
-                f"skip:{queue}",
+                ("skip", queue),
+                logging.WARNING,
                 "sqs queue %r is not in predefined_queues: not sampled (kombu would not "
                 "reach it either)",
                 queue,
@@ -127,9 +129,11 @@ class SqsQueueSource:
                 counts = self._counts(channel, key, key, predefined[key]["url"])
             except Exception as error:  # this queue's credentials or rights, not the broker's
                 failure = failure or error
-                self._log_once(f"fail:{key}", "sampling sqs queue %r failed: %s", key, error)
+                self._log_once(
+                    ("fail", key), logging.WARNING, "sampling sqs queue %r failed: %s", key, error
+                )
                 continue
-            self._logged.discard(f"fail:{key}")
+            self._log_once.forget(("fail", key))
             if counts is None:
                 sample.queues[key] = QueueSample(ready=0, reserved=0)
             else:
@@ -137,11 +141,6 @@ class SqsQueueSource:
         if failure is not None and not sample.queues:
             raise failure  # no queue answered: the broker is down for the exporter
         return sample
-
-    def _log_once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning(message, *args)
 
     def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
         """(label, URL) of the cluster's queues under the prefix."""
