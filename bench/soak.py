@@ -252,6 +252,52 @@ class Publisher(threading.Thread):
                 self.late_seconds += 1
 
 
+MAP_KINDS = ("heap", "arenas", "pymalloc", "stacks", "anon", "files")
+
+
+def memory_map(pid: int) -> dict[str, float]:
+    """The exporter's RSS (MiB) by kind of mapping, from /proc/<pid>/smaps, so that a step
+    in RSS can be put down to one allocator: ``heap`` is glibc's main (brk) heap;
+    ``arenas`` glibc's per-thread arenas (an anonymous 64 MiB reservation, its used part
+    read-write, the rest ``---p``); ``pymalloc`` Python's 1 MiB object arenas; ``stacks``
+    8 MiB thread stacks; ``anon`` any other anonymous mapping (large blocks malloc maps on
+    their own); ``files`` the mapped code and data of files."""
+    kinds = dict.fromkeys(MAP_KINDS, 0.0)
+    maps: list[tuple[str, str, int, int]] = []  # perms, path, size kB, rss kB
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return kinds
+    for line in text.splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            maps.append((head[1], head[5] if len(head) > 5 else "", 0, 0))
+        elif head[0] == "Size:":
+            perms, path, _, rss = maps[-1]
+            maps[-1] = (perms, path, int(head[1]), rss)
+        elif head[0] == "Rss:":
+            perms, path, size, _ = maps[-1]
+            maps[-1] = (perms, path, size, int(head[1]))
+    for i, (_perms, path, size, rss) in enumerate(maps):
+        nxt = maps[i + 1] if i + 1 < len(maps) else ("", "", 0, 0)
+        if path == "[heap]":
+            kind = "heap"
+        elif path and not path.startswith("["):
+            kind = "files"
+        elif path:
+            continue  # [stack], [vvar], [vdso]: the main thread's stack and the kernel's
+        elif nxt[0] == "---p" and not nxt[1] and size + nxt[2] == 65536:
+            kind = "arenas"
+        elif size == 1024:
+            kind = "pymalloc"
+        elif size == 8192:
+            kind = "stacks"
+        else:
+            kind = "anon"
+        kinds[kind] += rss / 1024
+    return kinds
+
+
 def levels(points: list[tuple[float, float]], window: float) -> list[tuple[float, float]]:
     """(window start, median RSS) of each full ``window`` of (seconds, RSS) points."""
     if not points:
@@ -306,6 +352,13 @@ def print_samples(path: Path) -> None:
     print(" ".join(f"{t / 60:.0f}:{v:.1f}" for t, v in figures["levels"]))
 
 
+def by_kind(mapped: list[dict[str, float]], kind: str, first: bool = False) -> float:
+    """Median RSS of one kind of mapping over the first (or last) level window of samples."""
+    count = max(1, int(LEVEL_WINDOW / SCRAPE_EVERY))
+    chunk = mapped[:count] if first else mapped[-count:]
+    return statistics.median(m[kind] for m in chunk) if chunk else 0.0
+
+
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
     if len(points) < 3:
         return 0.0
@@ -340,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ingest.RedisServer(workdir)
     exporters = ingest.Exporters(server, workdir)
     samples: list[tuple[float, float, int, int, float]] = []  # t, RSS MiB, tracked, series, ms
+    mapped: list[dict[str, float]] = []  # RSS by kind of mapping, at each sample
     checks: list[tuple[str, bool, str]] = []
     publisher: Publisher | None = None
     started = time.monotonic()
@@ -352,7 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         publisher.start()
         t0 = time.monotonic()
         csv = (workdir / "samples.csv").open("w", buffering=1)
-        csv.write("seconds,rss_mib,tracked,series,scrape_ms,published\n")
+        csv.write(
+            "seconds,rss_mib,tracked,series,scrape_ms,published,"
+            + ",".join(f"{k}_mib" for k in MAP_KINDS)
+            + "\n"
+        )
         ingest.log(f"exporter pid {exporter.pid}; samples in {workdir / 'samples.csv'}")
         next_scrape = t0 + SCRAPE_EVERY
         while True:
@@ -364,12 +422,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             next_scrape += SCRAPE_EVERY
             rss = exporter.rss_kib() / 1024  # before the scrape allocates its text
+            mapped.append(memory_map(exporter.pid))
             elapsed, body, _ = scrape_bench.scrape(url, scrape_bench.PROMETHEUS_ACCEPT, True)
             metrics = ingest.Metrics(body.decode())
             tracked = int(metrics.total("celery_exporter_tracked_tasks"))
             series = scrape_bench.sample_lines(body)
             samples.append((time.monotonic() - t0, rss, tracked, series, elapsed * 1e3))
-            csv.write(",".join(f"{v:.3f}" for v in samples[-1]) + f",{publisher.published}\n")
+            csv.write(
+                ",".join(f"{v:.3f}" for v in samples[-1])
+                + f",{publisher.published},"
+                + ",".join(f"{mapped[-1][k]:.3f}" for k in MAP_KINDS)
+                + "\n"
+            )
             if len(samples) % 4 == 0:
                 ingest.log(
                     f"{samples[-1][0] / 60:.1f} min: RSS {rss:.1f} MiB, tracked {tracked:,}, "
@@ -504,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{publisher.late_seconds} of its seconds; backlog at the end "
         f"{backlog:,.0f} bytes; exporter CPU {exporter_cpu:,.0f} s in all, "
         f"{exporter_cpu / max(1, counted) * 1e6:.1f} µs per event",
+        "- RSS by kind of mapping (`memory_map`), median of the first and of the last "
+        f"{LEVEL_WINDOW / 60:g} minutes after the warm-up: "
+        + ", ".join(
+            f"{k} {by_kind(mapped[q1:], k, first=True):.1f} -> {by_kind(mapped[q1:], k):.1f} MiB"
+            for k in MAP_KINDS
+        ),
         "- Label values released or folded (celery_exporter_dropped_label_values_total): "
         + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dropped.items())) or "none"),
         "",
