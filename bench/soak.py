@@ -259,9 +259,13 @@ def memory_map(pid: int) -> dict[str, float]:
     """The exporter's RSS (MiB) by kind of mapping, from /proc/<pid>/smaps, so that a step
     in RSS can be put down to one allocator: ``heap`` is glibc's main (brk) heap;
     ``arenas`` glibc's per-thread arenas (an anonymous 64 MiB reservation, its used part
-    read-write, the rest ``---p``); ``pymalloc`` Python's 1 MiB object arenas; ``stacks``
-    8 MiB thread stacks; ``anon`` any other anonymous mapping (large blocks malloc maps on
-    their own); ``files`` the mapped code and data of files."""
+    read-write, the rest ``---p``); ``pymalloc`` an anonymous mapping of exactly 1 MiB (a
+    lone pymalloc arena); ``stacks`` 8 MiB thread stacks; ``anon`` any other anonymous
+    mapping: pymalloc arenas that the kernel merged with their neighbours (consecutive
+    arenas are mapped next to each other and become one mapping) and the blocks of 256 KiB
+    and more that malloc maps on their own (exporter/malloc.py); ``files`` the mapped code
+    and data of files. The kinds are told apart by shape only, so read ``anon`` and
+    ``pymalloc`` together."""
     kinds = dict.fromkeys(MAP_KINDS, 0.0)
     maps: list[tuple[str, str, int, int]] = []  # perms, path, size kB, rss kB
     try:
