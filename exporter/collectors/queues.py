@@ -155,7 +155,16 @@ class QueueCollector:
             labels=["source"],
         )
         errors.add_metric([name], float(health.errors))
-        yield from (up, last, duration, errors)
+        snapshot = self.sampler.snapshot
+        failed = GaugeMetricFamily(
+            "celery_exporter_source_failed_queues",
+            "Queues the source's latest successful sample could not read while others "
+            "answered (SQS: a queue whose credentials or rights fail); their celery_queue_* "
+            "series are left out and the log names them.",
+            labels=["source"],
+        )
+        failed.add_metric([name], float(len(snapshot.sample.failed_queues)) if snapshot else 0.0)
+        yield from (up, last, duration, errors, failed)
 
 
 def worker_reserved_family(reserved: dict[str, int]) -> Iterator[Metric]:

@@ -34,6 +34,9 @@ class BrokerSample:
     # RabbitMQ: messages in Celery's native delayed delivery queues (ETA/countdown tasks not
     # due yet); None when it is not set up.
     delayed_total: int | None = None
+    # Queues this sample could not read while the others answered (SQS: one queue's
+    # credentials or rights); they are left out of ``queues``.
+    failed_queues: set[str] = field(default_factory=set)
 
 
 class QueueSource(Protocol):

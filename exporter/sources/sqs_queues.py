@@ -21,8 +21,10 @@ With ``predefined_queues`` the cluster's queues are exactly those: each is read 
 with its own credentials and labelled by its key (the name the workers use); a name asked
 for that is not predefined (the default ``celery`` included) is skipped and logged once,
 since kombu would not reach it either and the URL's credentials may have no right to look.
-A predefined queue that fails (access denied...) is left out of the sample and logged once;
-the sample fails (``source_up`` 0) only when none of them answered.
+A queue that fails (access denied to it...) is left out of the sample, named in its
+``failed_queues`` (``celery_exporter_source_failed_queues``) and logged once until it answers
+again; the sample fails (``source_up`` 0) when none of the queues answered, or when the
+endpoint does not answer at all.
 
 Sampling only reads: it never creates, receives from or deletes from a queue.
 """
@@ -65,7 +67,8 @@ class SqsQueueSource:
         self.timeout = timeout
         self._connect = connect
         self._conn: Connection | None = None
-        self._log_once = LogOnce(log)  # predefined-queue notices
+        self._log_once = LogOnce(log)  # per-queue notices
+        self._failures: dict[str, Exception] = {}  # the latest error of each failed queue
 
     def _channel(self) -> Any:
         if importlib.util.find_spec("boto3") is None:
@@ -81,11 +84,17 @@ class SqsQueueSource:
         release_quietly(conn)
 
     def sample(self, queues: list[str]) -> BrokerSample:
+        self._failures.clear()
         try:
-            return self._sample(self._channel(), queues)
+            sample = self._sample(self._channel(), queues)
         except Exception:
             self.close()
             raise
+        if sample.failed_queues and not sample.queues:
+            # No queue answered: the broker is down for the exporter.
+            self.close()
+            raise self._failures[min(sample.failed_queues)]
+        return sample
 
     def _sample(self, channel: Any, queues: list[str]) -> BrokerSample:
         if channel.predefined_queues:
@@ -105,11 +114,7 @@ class SqsQueueSource:
                 label = queue
             found[sqs_name] = (label, url)
         for sqs_name, (label, known_url) in sorted(found.items()):
-            counts = self._counts(channel, label, sqs_name, known_url)
-            if counts is None:  # absent: nothing waits there
-                sample.queues[label] = QueueSample(ready=0, reserved=0)
-                continue
-            _add(sample, label, counts)
+            self._read(sample, channel, label, sqs_name, known_url)
         return sample
 
     def _sample_predefined(self, channel: Any, queues: list[str]) -> BrokerSample:
@@ -123,24 +128,36 @@ class SqsQueueSource:
                 queue,
             )
         sample = BrokerSample(delayed_total=0)
-        failure: Exception | None = None
         for key in sorted(predefined):
-            try:
-                counts = self._counts(channel, key, key, predefined[key]["url"])
-            except Exception as error:  # this queue's credentials or rights, not the broker's
-                failure = failure or error
-                self._log_once(
-                    ("fail", key), logging.WARNING, "sampling sqs queue %r failed: %s", key, error
-                )
-                continue
-            self._log_once.forget(("fail", key))
-            if counts is None:
-                sample.queues[key] = QueueSample(ready=0, reserved=0)
-            else:
-                _add(sample, key, counts)
-        if failure is not None and not sample.queues:
-            raise failure  # no queue answered: the broker is down for the exporter
+            self._read(sample, channel, key, key, predefined[key]["url"])
         return sample
+
+    def _read(
+        self, sample: BrokerSample, channel: Any, label: str, sqs_name: str, url: str | None
+    ) -> None:
+        """One queue into the sample. A queue that fails (access denied to it, no
+        credentials for it...) is left out, named in ``failed_queues`` and logged once until
+        it answers again: one queue's rights are not the broker's health. No answer at all
+        (connection refused, timed out) is the broker's: it fails the whole sample at once,
+        rather than once per queue, each after its timeout."""
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        try:
+            counts = self._counts(channel, label, sqs_name, url)
+        except (ConnectionError, HTTPClientError):
+            raise
+        except Exception as error:
+            sample.failed_queues.add(label)
+            self._failures[label] = error
+            self._log_once(
+                ("fail", label), logging.WARNING, "sampling sqs queue %r failed: %s", label, error
+            )
+            return
+        self._log_once.forget(("fail", label))
+        if counts is None:  # absent: nothing waits there
+            sample.queues[label] = QueueSample(ready=0, reserved=0)
+        else:
+            _add(sample, label, counts)
 
     def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
         """(label, URL) of the cluster's queues under the prefix."""

@@ -7,7 +7,9 @@ real ``diagnose``) in a subprocess, given the broker URL and the workers' transp
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -248,6 +250,94 @@ def test_an_endpoint_that_never_answers_fails_the_sample_within_the_timeout(
         listener.close()
 
 
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
+def test_the_daemon_counts_a_queue_it_cannot_read_and_serves_the_others(
+    sqs_server: MotoSqsServer, tmp_path: Any
+) -> None:
+    """What the on-call sees of a predefined queue the exporter may not read: its depth is
+    not a made-up 0 but absent, celery_exporter_source_failed_queues says how many are
+    missing, the log names it once, and the source stays up on the queues that answer."""
+    client = sqs_server.client()
+    prefix = unique_prefix()
+    orders = client.create_queue(QueueName=f"{prefix}orders")["QueueUrl"]
+    for _ in range(2):
+        client.send_message(QueueUrl=orders, MessageBody="x")
+    locked = client.create_queue(QueueName=f"{prefix}locked")["QueueUrl"]
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    predefined = {"orders": {"url": orders, **keys}, "locked": {"url": locked}}
+    exporter = ExporterProcess(
+        sqs_server.url(credentials=False),
+        tmp_path,
+        [
+            "--broker-transport-option", f"region={REGION}",
+            "--broker-transport-option", f"predefined_queues={json.dumps(predefined)}",
+            "--sample-interval", "1",
+        ],
+    )  # fmt: skip
+    exporter.start(wait_ready=True)
+    try:
+        wait_for(
+            lambda: value(exporter.scrape(), "celery_queue_messages", queue_name="orders") == 2.0,
+            30.0,
+        )
+
+        def last_success() -> float:
+            stamp = value(
+                exporter.scrape(), "celery_exporter_source_last_success_timestamp_seconds",
+                source="sqs",
+            )  # fmt: skip
+            assert stamp is not None
+            return stamp
+
+        first = last_success()
+        wait_for(lambda: last_success() >= first + 2.0, 30.0)  # two samples later at least
+        samples = exporter.scrape()
+        log = exporter.log()
+        assert log.count("sampling sqs queue 'locked' failed") == 1, log
+        # The daemon's own lines (the harness's header repeats the command line).
+        daemon_lines = [line for line in log.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
+        assert daemon_lines and not [line for line in daemon_lines if SECRET_KEY in line]
+        assert value(samples, "celery_exporter_source_failed_queues", source="sqs") == 1.0
+        assert value(samples, "celery_exporter_source_up", source="sqs") == 1.0
+        assert label_values(samples, "celery_queue_messages", "queue_name") == {"orders"}
+        assert exporter.status("/readyz") == 200
+    finally:
+        exporter.stop()
+
+
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
+def test_predefined_queues_at_an_endpoint_that_never_answers_fail_the_sample_once() -> None:
+    """No answer is the endpoint's failure, not each queue's: the sample fails after one
+    timeout, not one per predefined queue (three here)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel accepts; nothing ever reads or answers
+    port = listener.getsockname()[1]
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    predefined = {
+        name: {"url": f"http://127.0.0.1:{port}/123456789012/{name}", **keys}
+        for name in ("a", "b", "c")
+    }
+    settings = Settings(
+        broker_url=f"sqs://127.0.0.1:{port}",
+        sample_timeout=2.0,
+        transport_options={"region": REGION, "predefined_queues": predefined},
+    )
+    source = settings.broker.queue_source(make_app(settings), settings, dict)
+    import boto3  # noqa: F401  (its first import is not what the bound is about)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match=f"127.0.0.1:{port}"):
+            source.sample([])
+        elapsed = time.monotonic() - started
+        # One timeout and the overhead of a loaded machine; three would be 6 s and more.
+        assert elapsed < 2.5 * settings.sample_timeout, elapsed
+    finally:
+        source.close()
+        listener.close()
+
+
 @pytest.fixture
 def no_ambient_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the credentials the test names: none from the environment, files or metadata."""
@@ -326,6 +416,7 @@ def test_a_predefined_queue_that_fails_is_left_out_and_the_others_are_still_read
         for _ in range(2):
             sample = source.sample([])
             assert sample.queues == {"orders": QueueSample(ready=1, reserved=0)}
+            assert sample.failed_queues == {"locked"}
     finally:
         source.close()
     failed = [r for r in caplog.records if "sampling sqs queue 'locked' failed" in r.getMessage()]
