@@ -321,6 +321,24 @@
             runbook_url: cfg.runbookURLBase + '#celeryqueuesamplingfailing',
           },
         },
+        // Sampling works but some queues could not be read (SQS: a queue whose credentials
+        // or rights fail): their depth is unknown, and no backlog alert can fire for them.
+        {
+          alert: "CeleryQueueUnreadable",
+          expr: |||
+            %(replicaMax)s (celery_exporter_source_failed_queues%(sel)s) > 0
+              unless on (%(cluster)sbroker) celery:broker_down:max5m
+          ||| % cfg,
+          'for': cfg.alertFor.CeleryQueueUnreadable,
+          labels: {
+            severity: "warning",
+          },
+          annotations: {
+            summary: "{{ $value }} {{ $labels.source }} queues cannot be read",
+            description: "The exporter samples {{ $labels.source }} but could not read {{ $value }} of its queues: their depth is unknown and no backlog alert can fire for them. The exporter's log names them.",
+            runbook_url: cfg.runbookURLBase + '#celeryqueueunreadable',
+          },
+        },
         // Every replica of a cluster's exporter gone: none was ever scraped (absent), or a
         // cluster whose exporter Prometheus had in the last hour has none now (one alert per
         // cluster, however many replicas it ran).

@@ -76,6 +76,7 @@
       CeleryBeatRunningTwice: '5m',
       CeleryBrokerUnreachable: '1m',
       CeleryQueueSamplingFailing: '2m',
+      CeleryQueueUnreadable: '5m',
       CeleryExporterAbsent: '5m',
       CeleryExporterReplicaDown: '5m',
       CeleryEventLagHigh: '5m',
