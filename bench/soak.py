@@ -252,22 +252,22 @@ class Publisher(threading.Thread):
                 self.late_seconds += 1
 
 
-MAP_KINDS = ("heap", "arenas", "pymalloc", "stacks", "anon", "files")
+MAP_KINDS = ("heap", "arenas", "stacks", "anon", "files")
+ARENA_HEAP_KIB = 65536  # glibc's HEAP_MAX_SIZE on 64-bit: each per-thread arena heap
+KERNEL_MAPPINGS = ("[stack]", "[vvar]", "[vdso]", "[vsyscall]")
 
 
 def memory_map(pid: int) -> dict[str, float]:
     """The exporter's RSS (MiB) by kind of mapping, from /proc/<pid>/smaps, so that a step
     in RSS can be put down to one allocator: ``heap`` is glibc's main (brk) heap;
-    ``arenas`` glibc's per-thread arenas (an anonymous 64 MiB reservation, its used part
-    read-write, the rest ``---p``); ``pymalloc`` an anonymous mapping of exactly 1 MiB (a
-    lone pymalloc arena); ``stacks`` 8 MiB thread stacks; ``anon`` any other anonymous
-    mapping: pymalloc arenas that the kernel merged with their neighbours (consecutive
-    arenas are mapped next to each other and become one mapping) and the blocks of 256 KiB
-    and more that malloc maps on their own (exporter/malloc.py); ``files`` the mapped code
-    and data of files. The kinds are told apart by shape only, so read ``anon`` and
-    ``pymalloc`` together."""
+    ``arenas`` glibc's per-thread arena heaps (anonymous, aligned to and at most 64 MiB: a
+    heap's used part is read-write, the rest ``---p``); ``stacks`` 8 MiB thread stacks;
+    ``anon`` any other anonymous mapping: pymalloc's 1 MiB arenas (the kernel merges
+    neighbouring ones into bigger mappings, so they cannot be told apart by size) and the
+    blocks of 256 KiB and more that malloc maps on their own (exporter/malloc.py); ``files``
+    the mapped code and data of files. The kinds are told apart by shape only."""
     kinds = dict.fromkeys(MAP_KINDS, 0.0)
-    maps: list[tuple[str, str, int, int]] = []  # perms, path, size kB, rss kB
+    maps: list[tuple[int, str, int, int]] = []  # start address, path, size kB, rss kB
     try:
         text = Path(f"/proc/{pid}/smaps").read_text()
     except OSError:
@@ -275,25 +275,23 @@ def memory_map(pid: int) -> dict[str, float]:
     for line in text.splitlines():
         head = line.split(maxsplit=5)
         if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
-            maps.append((head[1], head[5] if len(head) > 5 else "", 0, 0))
+            start = int(head[0].split("-")[0], 16)
+            maps.append((start, head[5] if len(head) > 5 else "", 0, 0))
         elif head[0] == "Size:":
-            perms, path, _, rss = maps[-1]
-            maps[-1] = (perms, path, int(head[1]), rss)
+            start, path, _, rss = maps[-1]
+            maps[-1] = (start, path, int(head[1]), rss)
         elif head[0] == "Rss:":
-            perms, path, size, _ = maps[-1]
-            maps[-1] = (perms, path, size, int(head[1]))
-    for i, (_perms, path, size, rss) in enumerate(maps):
-        nxt = maps[i + 1] if i + 1 < len(maps) else ("", "", 0, 0)
+            start, path, size, _ = maps[-1]
+            maps[-1] = (start, path, size, int(head[1]))
+    for start, path, size, rss in maps:
         if path == "[heap]":
             kind = "heap"
-        elif path and not path.startswith("["):
+        elif path in KERNEL_MAPPINGS:
+            continue  # the main thread's stack and the kernel's pages
+        elif path and not path.startswith("[anon"):
             kind = "files"
-        elif path:
-            continue  # [stack], [vvar], [vdso]: the main thread's stack and the kernel's
-        elif nxt[0] == "---p" and not nxt[1] and size + nxt[2] == 65536:
+        elif start % (ARENA_HEAP_KIB * 1024) == 0 and size <= ARENA_HEAP_KIB:
             kind = "arenas"
-        elif size == 1024:
-            kind = "pymalloc"
         elif size == 8192:
             kind = "stacks"
         else:

@@ -325,8 +325,12 @@
         // or rights fail): their depth is unknown, and no backlog alert can fire for them.
         {
           alert: "CeleryQueueUnreadable",
+          // Only replicas that sample now count: one cut off from the broker keeps the
+          // count of its last sample, which a replica reading every queue has replaced.
           expr: |||
-            %(replicaMax)s (celery_exporter_source_failed_queues%(sel)s) > 0
+            %(replicaMax)s (
+              celery_exporter_source_failed_queues%(sel)s > 0 and celery_exporter_source_up%(sel)s == 1
+            )
               unless on (%(cluster)sbroker) celery:broker_down:max5m
           ||| % cfg,
           'for': cfg.alertFor.CeleryQueueUnreadable,

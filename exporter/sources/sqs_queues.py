@@ -23,8 +23,8 @@ for that is not predefined (the default ``celery`` included) is skipped and logg
 since kombu would not reach it either and the URL's credentials may have no right to look.
 A queue that fails (access denied to it...) is left out of the sample, named in its
 ``failed_queues`` (``celery_exporter_source_failed_queues``) and logged once until it answers
-again; the sample fails (``source_up`` 0) when none of the queues answered, or when the
-endpoint does not answer at all.
+again; the sample fails (``source_up`` 0) only when none of the queues answered. An endpoint
+that does not answer at all is asked once per sample: its other queues fail at once.
 
 Sampling only reads: it never creates, receives from or deletes from a queue.
 """
@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.connection import Connection
@@ -68,7 +69,7 @@ class SqsQueueSource:
         self._connect = connect
         self._conn: Connection | None = None
         self._log_once = LogOnce(log)  # per-queue notices
-        self._failures: dict[str, Exception] = {}  # the latest error of each failed queue
+        self._failing: set[str] = set()  # queues whose failure is logged, until they answer
 
     def _channel(self) -> Any:
         if importlib.util.find_spec("boto3") is None:
@@ -84,21 +85,38 @@ class SqsQueueSource:
         release_quietly(conn)
 
     def sample(self, queues: list[str]) -> BrokerSample:
-        self._failures.clear()
+        failures = _Failures()
         try:
-            sample = self._sample(self._channel(), queues)
+            sample = self._sample(self._channel(), queues, failures)
         except Exception:
             self.close()
             raise
-        if sample.failed_queues and not sample.queues:
-            # No queue answered: the broker is down for the exporter.
+        if failures.errors and not sample.queues:
+            # No queue answered: the broker is down for the exporter (the runner logs it
+            # once per outage), not each queue.
             self.close()
-            raise self._failures[min(sample.failed_queues)]
+            raise failures.errors[min(failures.errors)]
+        sample.failed_queues = set(failures.errors)
+        self._log_failures(failures.errors)
         return sample
 
-    def _sample(self, channel: Any, queues: list[str]) -> BrokerSample:
+    def _log_failures(self, errors: dict[str, Exception]) -> None:
+        """Each failing queue once, until it answers (or leaves the cluster's queues)."""
+        for label in sorted(errors):
+            self._log_once(
+                ("fail", label),
+                logging.WARNING,
+                "sampling sqs queue %r failed: %s",
+                label,
+                errors[label],
+            )
+        for label in self._failing - errors.keys():
+            self._log_once.forget(("fail", label))
+        self._failing = set(errors)
+
+    def _sample(self, channel: Any, queues: list[str], failures: _Failures) -> BrokerSample:
         if channel.predefined_queues:
-            return self._sample_predefined(channel, queues)
+            return self._sample_predefined(channel, queues, failures)
         sample = BrokerSample(delayed_total=0)
         prefix: str = channel.queue_name_prefix
         # SQS name -> (label, URL or None until looked up)
@@ -114,10 +132,12 @@ class SqsQueueSource:
                 label = queue
             found[sqs_name] = (label, url)
         for sqs_name, (label, known_url) in sorted(found.items()):
-            self._read(sample, channel, label, sqs_name, known_url)
+            _read(sample, channel, label, sqs_name, known_url, failures)
         return sample
 
-    def _sample_predefined(self, channel: Any, queues: list[str]) -> BrokerSample:
+    def _sample_predefined(
+        self, channel: Any, queues: list[str], failures: _Failures
+    ) -> BrokerSample:
         predefined: dict[str, dict[str, Any]] = channel.predefined_queues
         for queue in sorted(set(queues) - set(predefined)):
             self._log_once(
@@ -129,35 +149,8 @@ class SqsQueueSource:
             )
         sample = BrokerSample(delayed_total=0)
         for key in sorted(predefined):
-            self._read(sample, channel, key, key, predefined[key]["url"])
+            _read(sample, channel, key, key, predefined[key]["url"], failures)
         return sample
-
-    def _read(
-        self, sample: BrokerSample, channel: Any, label: str, sqs_name: str, url: str | None
-    ) -> None:
-        """One queue into the sample. A queue that fails (access denied to it, no
-        credentials for it...) is left out, named in ``failed_queues`` and logged once until
-        it answers again: one queue's rights are not the broker's health. No answer at all
-        (connection refused, timed out) is the broker's: it fails the whole sample at once,
-        rather than once per queue, each after its timeout."""
-        from botocore.exceptions import ConnectionError, HTTPClientError
-
-        try:
-            counts = self._counts(channel, label, sqs_name, url)
-        except (ConnectionError, HTTPClientError):
-            raise
-        except Exception as error:
-            sample.failed_queues.add(label)
-            self._failures[label] = error
-            self._log_once(
-                ("fail", label), logging.WARNING, "sampling sqs queue %r failed: %s", label, error
-            )
-            return
-        self._log_once.forget(("fail", label))
-        if counts is None:  # absent: nothing waits there
-            sample.queues[label] = QueueSample(ready=0, reserved=0)
-        else:
-            _add(sample, label, counts)
 
     def _listed(self, channel: Any, prefix: str) -> Iterable[tuple[str, str]]:
         """(label, URL) of the cluster's queues under the prefix."""
@@ -171,22 +164,64 @@ class SqsQueueSource:
         ]
         return [(url.rsplit("/", 1)[-1][len(prefix) :], url) for url in urls]
 
-    def _counts(
-        self, channel: Any, label: str, sqs_name: str, url: str | None
-    ) -> tuple[int, int, int] | None:
-        """(visible, in flight, delayed), None when the queue does not exist."""
-        predefined = channel.predefined_queues
-        client = channel.sqs(queue=label) if label in predefined else channel.sqs()
-        try:
-            if url is None:
-                url = client.get_queue_url(QueueName=sqs_name)["QueueUrl"]
-            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=list(ATTRIBUTES))[
-                "Attributes"
-            ]
-        except client.exceptions.QueueDoesNotExist:
-            return None
-        visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in ATTRIBUTES)
-        return visible, in_flight, delayed
+
+@dataclass
+class _Failures:
+    """One sample's queues that did not answer, with their errors; and the endpoints that
+    did not answer at all, whose other queues are not asked again in that sample."""
+
+    errors: dict[str, Exception] = field(default_factory=dict)
+    dead_endpoints: dict[str, Exception] = field(default_factory=dict)
+
+
+def _read(
+    sample: BrokerSample,
+    channel: Any,
+    label: str,
+    sqs_name: str,
+    url: str | None,
+    failures: _Failures,
+) -> None:
+    """One queue into the sample, or into ``failures``: a queue whose read fails (access
+    denied to it, no credentials for it...) is left out, and the others are still read: one
+    queue's rights are not the broker's health. An endpoint that does not answer (refused,
+    timed out) is not asked again in this sample: its other queues fail at once rather than
+    each after a timeout. A predefined queue may have an endpoint (region) of its own."""
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    endpoint = ""
+    try:
+        client = channel.sqs(queue=label) if label in channel.predefined_queues else channel.sqs()
+        endpoint = str(client.meta.endpoint_url)
+        if endpoint in failures.dead_endpoints:
+            failures.errors[label] = failures.dead_endpoints[endpoint]
+            return
+        counts = _counts(client, sqs_name, url)
+    except (ConnectionError, HTTPClientError) as error:
+        failures.dead_endpoints[endpoint] = error
+        failures.errors[label] = error
+        return
+    except Exception as error:
+        failures.errors[label] = error
+        return
+    if counts is None:  # absent: nothing waits there
+        sample.queues[label] = QueueSample(ready=0, reserved=0)
+    else:
+        _add(sample, label, counts)
+
+
+def _counts(client: Any, sqs_name: str, url: str | None) -> tuple[int, int, int] | None:
+    """(visible, in flight, delayed), None when the queue does not exist."""
+    try:
+        if url is None:
+            url = client.get_queue_url(QueueName=sqs_name)["QueueUrl"]
+        attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=list(ATTRIBUTES))[
+            "Attributes"
+        ]
+    except client.exceptions.QueueDoesNotExist:
+        return None
+    visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in ATTRIBUTES)
+    return visible, in_flight, delayed
 
 
 def _add(sample: BrokerSample, label: str, counts: tuple[int, int, int]) -> None:

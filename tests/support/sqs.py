@@ -46,6 +46,20 @@ class MotoSqsServer:
             message=lambda: f"moto server did not listen:\n{proc.log_tail()}",
         )
 
+    def enable_auth(self) -> None:
+        """From now on moto checks every request against IAM (its users and policies).
+        Requests made before this (creating users, queues) are not checked."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.endpoint + "/moto-api/reset-auth",
+            data=b"0",  # the number of requests still let through unchecked
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop(timeout=10.0)

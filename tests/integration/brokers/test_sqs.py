@@ -251,6 +251,60 @@ def test_an_endpoint_that_never_answers_fails_the_sample_within_the_timeout(
 
 
 @pytest.mark.usefixtures("no_ambient_aws_credentials")
+def test_queues_found_by_prefix_are_read_when_named_ones_are_denied(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An IAM policy that denies ``GetQueueUrl``: the queues found by listing (their URLs
+    come with the list) are read; the ones only named (``celery``, ``--queues``), which need
+    their URL looked up, are left out and named in ``failed_queues``, each logged once. moto
+    enforces IAM on a server of this test's own (auth on would break the shared one)."""
+    import boto3
+
+    server = MotoSqsServer(tmp_path)
+    server.start()
+    try:
+        prefix = unique_prefix()
+        admin = server.client()
+        orders = admin.create_queue(QueueName=f"{prefix}orders")["QueueUrl"]
+        admin.send_message(QueueUrl=orders, MessageBody="x")
+        iam = boto3.client(
+            "iam", endpoint_url=server.endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        )  # fmt: skip
+        iam.create_user(UserName="exporter")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "sqs:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "sqs:GetQueueUrl", "Resource": "*"},
+            ],
+        }
+        iam.put_user_policy(UserName="exporter", PolicyName="p", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="exporter")["AccessKey"]
+        server.enable_auth()
+        url = (
+            f"sqs://{key['AccessKeyId']}:{quote(key['SecretAccessKey'], safe='')}"
+            f"@127.0.0.1:{server.port}"
+        )
+        settings = Settings(
+            broker_url=url, transport_options={"region": REGION, "queue_name_prefix": prefix}
+        )
+        source = settings.broker.queue_source(make_app(settings), settings, dict)
+        try:
+            for _ in range(2):
+                sample = source.sample(["video.encode"])
+                assert sample.queues == {"orders": QueueSample(ready=1, reserved=0)}
+                assert sample.failed_queues == {"celery", "video.encode"}
+        finally:
+            source.close()
+    finally:
+        server.stop()
+    for queue in ("celery", "video.encode"):
+        lines = [r for r in caplog.records if f"sampling sqs queue '{queue}' failed" in r.getMessage()]
+        assert len(lines) == 1, caplog.text
+
+
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
 def test_the_daemon_counts_a_queue_it_cannot_read_and_serves_the_others(
     sqs_server: MotoSqsServer, tmp_path: Any
 ) -> None:
