@@ -251,6 +251,52 @@ def test_an_endpoint_that_never_answers_fails_the_sample_within_the_timeout(
 
 
 @pytest.mark.usefixtures("no_ambient_aws_credentials")
+def test_a_predefined_region_that_does_not_answer_fails_only_its_own_queues(
+    sqs_server: MotoSqsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu gives each predefined queue a client of its own region. A region whose endpoint
+    is down (fault injected: that region's client is pointed at a port where nothing
+    listens, since moto serves every region at one address) leaves out its queues only; the
+    queue in the broker's region is still read, and the source stays up."""
+    import boto3
+    import kombu.transport.SQS as kombu_sqs
+
+    client = sqs_server.client()
+    prefix = unique_prefix()
+    orders = client.create_queue(QueueName=f"{prefix}orders")["QueueUrl"]
+    client.send_message(QueueUrl=orders, MessageBody="x")
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    down = f"http://127.0.0.1:{free_port()}"
+    make_client = kombu_sqs.Channel.new_sqs_client
+
+    def regional_client(channel: Any, region: str, *args: Any, **kwargs: Any) -> Any:
+        if region == "eu-south-9":
+            return boto3.client(
+                "sqs", endpoint_url=down, region_name=region,
+                aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            )  # fmt: skip
+        return make_client(channel, region, *args, **kwargs)
+
+    monkeypatch.setattr(kombu_sqs.Channel, "new_sqs_client", regional_client)
+    far = {**keys, "region": "eu-south-9"}
+    source = _predefined_source(
+        sqs_server.url(credentials=False),
+        {
+            "orders": {"url": orders, **keys},
+            "far": {"url": f"{down}/123456789012/{prefix}far", **far},
+            "far2": {"url": f"{down}/123456789012/{prefix}far2", **far},
+        },
+    )
+    try:
+        for _ in range(2):
+            sample = source.sample([])
+            assert sample.queues == {"orders": QueueSample(ready=1, reserved=0)}
+            assert sample.failed_queues == {"far", "far2"}
+    finally:
+        source.close()
+
+
+@pytest.mark.usefixtures("no_ambient_aws_credentials")
 def test_queues_found_by_prefix_are_read_when_named_ones_are_denied(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -300,7 +346,8 @@ def test_queues_found_by_prefix_are_read_when_named_ones_are_denied(
     finally:
         server.stop()
     for queue in ("celery", "video.encode"):
-        lines = [r for r in caplog.records if f"sampling sqs queue '{queue}' failed" in r.getMessage()]
+        line = f"sampling sqs queue '{queue}' failed"
+        lines = [r for r in caplog.records if line in r.getMessage()]
         assert len(lines) == 1, caplog.text
 
 
