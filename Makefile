@@ -75,6 +75,7 @@ bench: venv
 	$(BIN)/python bench/matrix.py
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/memory_terms.py
 	$(BIN)/python bench/protobuf.py
 	$(BIN)/python bench/keyspace.py
 

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""Memory by term: what each thing the exporter remembers costs, measured in process, so
+that docs/scaling.md's sizing rule ("How much memory to give it") rests on figures.
+
+Run ``.venv/bin/python bench/memory_terms.py`` (part of ``make bench``; about 30 s, no
+server). Each term is measured on a fresh ``Exporter`` (the daemon's own object, not
+started: its dispatcher is fed decoded message bodies, its clock is the events' own) as
+the growth of live memory, after a garbage collection: pymalloc's bytes in allocated
+blocks plus glibc's bytes in use (``mallinfo2``: blocks of the heaps and mapped ones).
+Freed memory the allocators keep for reuse is not in it: the daemon's RSS is larger, by
+what the soak shows (bench/RESULTS.md, "Soak").
+
+- **Series**: bench/soak.py's churning label universe (20 task names, 20 workers, 8 queues,
+  exceptions, producers sending ``task-sent`` for a fifth of the tasks), every task
+  finished, the clock ticking as in the daemon; per sample line of the exposition
+  (OpenMetrics, native histograms on, as by default), rendered once first so that its
+  cached lines are counted.
+- **Held tasks**: producers known to send ``task-sent``, then new tasks whose worker events
+  (received, started, succeeded: a fast task's three) come without it and wait for it.
+- **Tracked tasks**: tasks in flight (``task-received`` only), nothing held.
+
+Writes the "## Memory by term" section of bench/RESULTS.md; exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest
+import soak
+from drift_probe import mallinfo, pymalloc
+from lib.results import Check, checks_line, finish, run_facts
+
+from exporter.cli import settings_from_args
+from exporter.daemon import Exporter
+from exporter.prom.exposition import render
+
+HEADER = "## Memory by term"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+UNREACHABLE = "redis://127.0.0.1:1/0"  # never connected: the exporter is not started
+
+
+def live_bytes() -> int:
+    gc.collect()
+    glibc = mallinfo()
+    return pymalloc().get("bytes in allocated blocks", 0) + glibc["uordblks"] + glibc["hblkhd"]
+
+
+class Fed:
+    """A fresh exporter and its simulated clock."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.exporter = Exporter(
+            settings_from_args(["--broker-url", UNREACHABLE]), clock=self.clock
+        )
+        self.on_message = self.exporter.primary.dispatcher.on_message
+
+    def clock(self) -> float:
+        return self.now
+
+    def send(self, body: Any) -> None:
+        self.on_message(json.dumps(body).encode(), "application/json")
+
+    def sample_lines(self) -> int:
+        body, _ = render(self.exporter.registry, OPENMETRICS)
+        return sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
+
+    @property
+    def held(self) -> int:
+        return len(self.exporter.primary.dispatcher.reorder)
+
+    @property
+    def tracked(self) -> int:
+        return len(self.exporter.primary.dispatcher.tasks.tracker)
+
+
+def workload(tasks_per_second: int, phase_seconds: int) -> soak.ChurnWorkload:
+    fmt = ingest.WireFormat(channel_prefix="/0.celeryev/", pattern="", envelope={})
+    return soak.ChurnWorkload(fmt, tasks_per_second, phase_seconds)
+
+
+def unpacked(fmt: Any, pairs: list[tuple[Any, dict[str, Any]]], batched: bool, rng: Any) -> Any:
+    """ingest.pack without kombu's envelope (whose template needs a capture from a real
+    Redis): the bodies the dispatcher is given, one batch per worker and slice (batched) or
+    one event each."""
+    bodies: list[bytes] = []
+    if batched:
+        by_worker: dict[str, list[dict[str, Any]]] = {}
+        for worker, event in pairs:
+            by_worker.setdefault(worker.hostname, []).append(event)
+        bodies = [json.dumps(events).encode() for events in by_worker.values()]
+    else:
+        bodies = [json.dumps(event).encode() for _, event in pairs]
+    return SimpleNamespace(messages=bodies, events=len(pairs))
+
+
+def series_term(seconds: int, tasks_per_second: int) -> dict[str, float]:
+    fed = Fed()
+    traffic = workload(tasks_per_second, phase_seconds=max(1, seconds // 12))
+    fed.sample_lines()
+    base = live_bytes()
+    start = fed.now
+    for second in range(seconds):
+        messages, _ = traffic.second(second, start + second)
+        for body in messages:
+            fed.on_message(body, "application/json")
+        fed.now = start + second + 1
+        fed.exporter.primary.tick()
+    # Past the reorder window, every task finished: only series remain.
+    fed.now += 10
+    fed.exporter.primary.tick()
+    lines = fed.sample_lines()
+    grown = live_bytes() - base
+    return {"lines": lines, "bytes": grown, "held": fed.held, "tracked": fed.tracked}
+
+
+def held_term(tasks: int) -> dict[str, float]:
+    fed = Fed()
+    traffic = workload(1_000, 300)
+    traffic.now = fed.now
+    worker, producer = traffic.workers[0], traffic.producers[0]
+    online = traffic.heartbeat(worker)
+    online["type"] = "worker-online"
+    fed.send(online)
+    fed.send(traffic.sent(producer, traffic.uuid(), ingest.TASK_NAMES[0], "celery"))
+    base = live_bytes()
+    for i in range(tasks):
+        task_id, name = traffic.uuid(), ingest.TASK_NAMES[i % soak.NAMES]
+        fed.send(
+            [
+                traffic.received(worker, task_id, name),
+                traffic.started(worker, task_id),
+                traffic.terminal(worker, task_id, name),
+            ]
+        )
+    return {"tasks": fed.held, "bytes": live_bytes() - base, "tracked": fed.tracked}
+
+
+def tracked_term(tasks: int) -> dict[str, float]:
+    fed = Fed()
+    traffic = workload(1_000, 300)
+    traffic.now = fed.now
+    worker = traffic.workers[0]
+    fed.send(traffic.heartbeat(worker))
+    base = live_bytes()
+    for i in range(tasks):
+        fed.send([traffic.received(worker, traffic.uuid(), ingest.TASK_NAMES[i % soak.NAMES])])
+    return {"tasks": fed.tracked, "bytes": live_bytes() - base, "held": fed.held}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=120, help="series: simulated seconds")
+    parser.add_argument("--tasks-per-second", type=int, default=2_000)
+    parser.add_argument("--held", type=int, default=8_000, help="held tasks (bound: 10,000)")
+    parser.add_argument("--tracked", type=int, default=50_000)
+    parser.add_argument("--no-results", action="store_true", help="print only, write nothing")
+    args = parser.parse_args(argv)
+    facts = run_facts(" ".join([".venv/bin/python bench/memory_terms.py", *sys.argv[1:]]))
+    ingest.pack = unpacked  # type: ignore[assignment]  # the workload's bodies, no envelope
+    series = series_term(args.seconds, args.tasks_per_second)
+    held = held_term(args.held)
+    tracked = tracked_term(args.tracked)
+    per_line = series["bytes"] / max(1, series["lines"])
+    per_held = held["bytes"] / max(1, held["tasks"])
+    per_tracked = tracked["bytes"] / max(1, tracked["tasks"])
+    checks: list[Check] = [
+        (
+            "series measured alone",
+            series["held"] == 0 and series["tracked"] == 0,
+            f"{series['held']:.0f} held, {series['tracked']:.0f} tracked at the end",
+        ),
+        (
+            "every task held",
+            held["tasks"] == args.held and held["tracked"] <= 1,
+            f"{held['tasks']:.0f} held of {args.held:,}, {held['tracked']:.0f} tracked",
+        ),
+        (
+            "every task tracked, none held",
+            tracked["tasks"] == args.tracked and tracked["held"] == 0,
+            f"{tracked['tasks']:.0f} tracked of {args.tracked:,}, {tracked['held']:.0f} held",
+        ),
+        # docs/scaling.md's sizing rule takes 1.5 KiB, 4 KiB and 0.5 KiB: live size with
+        # room for what the allocators keep.
+        ("the rule's figures cover the live sizes", per_line <= 1536 and per_held <= 4096
+         and per_tracked <= 512, ""),
+    ]  # fmt: skip
+    kib = 1024
+    lines = [
+        HEADER,
+        "",
+        " ".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:3]),
+        "",
+        *facts,
+        checks_line(checks),
+        "",
+        "| term | measured on | live memory | per unit | docs/scaling.md's rule |",
+        "|---|---:|---:|---:|---:|",
+        f"| series | {series['lines']:,.0f} sample lines | {series['bytes'] / kib**2:.1f} MiB | "
+        f"{per_line / kib:.2f} KiB per line | 1.5 KiB |",
+        f"| held tasks | {held['tasks']:,.0f} tasks, 3 events each | "
+        f"{held['bytes'] / kib**2:.1f} MiB | {per_held / kib:.2f} KiB per task | 4 KiB |",
+        f"| tracked tasks | {tracked['tasks']:,.0f} tasks in flight | "
+        f"{tracked['bytes'] / kib**2:.1f} MiB | {per_tracked:.0f} bytes per task | 512 bytes |",
+    ]
+    return finish(HEADER, lines, checks, not args.no_results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
