@@ -158,6 +158,13 @@ def tracked_term(tasks: int) -> dict[str, float]:
     return {"tasks": fed.tracked, "bytes": live_bytes() - base, "held": fed.held}
 
 
+def described() -> list[str]:
+    """The docstring's method and its list of terms, as Markdown lines."""
+    method, terms = __doc__.split("\n\n")[1:3]
+    items = [" ".join(item.split()) for item in terms.split("\n- ")]
+    return [" ".join(method.split()), "", *(i if i.startswith("- ") else "- " + i for i in items)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=120, help="series: simulated seconds")
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         HEADER,
         "",
-        " ".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:3]),
+        *described(),
         "",
         *facts,
         checks_line(checks),
