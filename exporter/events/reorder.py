@@ -14,7 +14,8 @@ So, for a task id the exporter has never seen:
 
 The task's ``task-sent`` releases them right after itself; otherwise they are released,
 as they are, after ``window`` seconds. Known tasks (the common case) pass straight through.
-The number of held tasks is bounded: past ``max_held`` the oldest is released at once.
+The number of held tasks is bounded: past ``max_held`` the oldest is released at once (the
+dispatcher asks as soon as a new task passes the bound, not only on the clock).
 
 A worker that has just come online (or was just seen) has not said yet which queues it
 consumes: the exporter asks it at once (control.py), and its answer is the only fact that

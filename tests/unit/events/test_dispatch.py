@@ -918,3 +918,31 @@ def test_late_task_sent_keeps_the_start_and_reserved_counts_follow() -> None:
     s = samples(exp)
     assert value(s, "celery_task_running", name="app.t") == 1
     assert value(s, "celery_queue_worker_reserved_tasks", queue_name="jobs") == 1
+
+
+def test_held_tasks_never_pass_the_bound_between_two_ticks(clock: Clock) -> None:
+    """A flood of new tasks without their task-sent, faster than the clock's housekeeping:
+    the oldest held task is released (and counted) as soon as a new one passes the bound,
+    so held events never hold more than max_held tasks' memory."""
+    exp = make_exporter(clock, reorder_window=2.0)
+    reorder = exp.primary.dispatcher.reorder
+    reorder.max_held = 50
+    feed(exp, *task_lifecycle("seen", "app.add", "w1@h", clock.now, sent_queue="q"))
+    sizes = []
+    for n in range(200):  # no tick between them
+        feed(exp, *task_lifecycle(f"t{n}", "app.add", "w1@h", clock.now, sent_queue=None)[:1])
+        sizes.append(len(reorder))
+    assert max(sizes) == 50 and sizes[-1] == 50
+    s = samples(exp)
+    received = value(
+        s, "celery_task_received_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN
+    )
+    assert received == 150  # the oldest 150, released in arrival order, counted once each
+    clock.now += 2.1
+    exp.tick()
+    s = samples(exp)
+    assert value(s, "celery_exporter_held_tasks") == 0
+    assert (
+        value(s, "celery_task_received_total", name="app.add", hostname="w1@h", queue_name=UNKNOWN)
+        == 200
+    )
