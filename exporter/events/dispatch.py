@@ -146,12 +146,11 @@ class EventDispatcher:
                 if self.registry.task_event(hostname):
                     log.info("worker %s sends task events", hostname)
             if self.reorder.hold(etype, uuid, event, now, hostname):
-                reorder = self.reorder
-                if len(reorder) > reorder.max_held:
+                if len(self.reorder) > self.reorder.max_held:
                     # Past the bound between two housekeeping passes (a flood, or a backlog
                     # read at full speed): the oldest go now, so that the held events'
                     # memory stays bounded however fast they come.
-                    for held in reorder.overdue(now):
+                    for held in self.reorder.shed():
                         self._apply_held(held, now)
                 return
             try:

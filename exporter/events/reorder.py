@@ -15,7 +15,8 @@ So, for a task id the exporter has never seen:
 The task's ``task-sent`` releases them right after itself; otherwise they are released,
 as they are, after ``window`` seconds. Known tasks (the common case) pass straight through.
 The number of held tasks is bounded: past ``max_held`` the oldest is released at once (the
-dispatcher asks as soon as a new task passes the bound, not only on the clock).
+dispatcher sheds as soon as a new task passes the bound, not only on the clock), and a
+held event keeps only the fields the handlers read.
 
 A worker that has just come online (or was just seen) has not said yet which queues it
 consumes: the exporter asks it at once (control.py), and its answer is the only fact that
@@ -38,6 +39,10 @@ SENT_EVENTS_RECENT_SECONDS = 300.0
 # of the control thread's request, which backs off 1, 2, 4 s).
 WORKER_QUEUES_WAIT_SECONDS = 15.0
 Held = tuple[float, list[Event], str]  # (when first held, events in arrival order, worker)
+# Fields of task events that no handler reads and that can be large (Celery sends the
+# reprs of the arguments and of the result, each up to 1 KiB by default): not kept while
+# an event is held, so a held task costs the same whatever its payload.
+UNREAD_FIELDS = ("args", "kwargs", "result")
 
 
 class Reorder:
@@ -72,7 +77,7 @@ class Reorder:
         if self._held or self._parked:  # usually empty: skip the lookups
             held = self._held.get(uuid) or self._parked.get(uuid)
             if held is not None:
-                held[1].append(event)
+                held[1].append(_slim(event))
                 return True
         if (
             etype == "task-received"
@@ -82,8 +87,21 @@ class Reorder:
             return False
         if self.tracker.known(uuid):
             return False
-        self._held[uuid] = (now, [event], hostname)
+        self._held[uuid] = (now, [_slim(event)], hostname)
         return True
+
+    def shed(self) -> list[Event]:
+        """Past ``max_held`` (between two ``overdue`` passes: a flood), the events of the
+        oldest tasks, held or parked, until the bound is met again; constant time per task."""
+        released: list[Event] = []
+        held, parked = self._held, self._parked
+        while len(held) + len(parked) > self.max_held:
+            source = held
+            if parked and (not held or _first(parked)[0] <= _first(held)[0]):
+                source = parked
+            _, (_, events, _) = source.popitem(last=False)
+            released.extend(events)
+        return released
 
     def release(self, uuid: str) -> list[Event]:
         """The events held for a task whose task-sent has just been applied."""
@@ -115,3 +133,13 @@ class Reorder:
             else:
                 released.extend(events)
         return released
+
+
+def _slim(event: Event) -> Event:
+    for field in UNREAD_FIELDS:
+        event.pop(field, None)
+    return event
+
+
+def _first(entries: OrderedDict[str, Held]) -> Held:
+    return next(iter(entries.values()))
