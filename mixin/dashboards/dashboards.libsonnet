@@ -324,6 +324,10 @@
         ],
       ),
     ];
+    // The exporter's own process series (process_*, scrape_*) carry no label of its own:
+    // joined on its build info, per replica.
+    local replica = std.join(', ', $._config.clusterLabels + $._config.replicaLabels);
+    local exporters = " and on (" + replica + ") celery_exporter_build_info" + $._config.sel;
     local exporter = [
       timeseries(
         "Event lag and silence",
@@ -412,6 +416,33 @@
         "s",
         w=5,
         threshold_line=[60, "red"],
+      ),
+      // docs/scaling.md, "How much memory to give it": the rule, per replica, from now's
+      // series, held and tracked tasks.
+      timeseries(
+        "Exporter memory",
+        "Resident memory of each exporter replica, and the memory limit docs/scaling.md "
+        + "suggests for what it holds now (twice 50 MiB + 2 KiB per sample scraped + 4 KiB per"
+        + " held task + 0.5 KiB per tracked task). RSS near the container's limit: raise the"
+        + " limit to the suggestion's highest over a day.",
+        targets(
+          [
+            [
+              "process_resident_memory_bytes" + exporters,
+              "RSS {{instance}}",
+            ],
+            [
+              "2 * (50 * 2^20"
+              + " + 2048 * max by (" + replica + ") (scrape_samples_scraped" + exporters + ")"
+              + " + 4096 * sum by (" + replica + ") (" + sel("celery_exporter_held_tasks") + ")"
+              + " + 512 * sum by (" + replica + ") (" + sel("celery_exporter_tracked_tasks") + "))",
+              "suggested limit {{instance}}",
+            ],
+          ],
+        ),
+        "bytes",
+        w=5,
+        overrides=[override("/suggested limit.*/", { dash: DASHED })],
       ),
     ];
     dashboard(

@@ -173,6 +173,7 @@ NOT_PER_BROKER = (
     "celery_exporter_web_config_",
     "celery_exporter_http_",
     "process_",
+    "scrape_",  # added by Prometheus to each target, not by the exporter
 )
 
 _DOC_ROW = re.compile(r"^\|\s*`([a-zA-Z_:][\w:]*\*?)`\s*\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|", re.M)
