@@ -29,7 +29,7 @@ system-packages:
 
 lint: venv
 	$(BIN)/ruff check exporter tests bench deploy mixin
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff format --check exporter tests bench
 	$(BIN)/mypy
 
 test: venv system-packages lint

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,7 +52,9 @@ def netstat() -> dict[str, int]:
     return {}
 
 
-def client_process(port: int, threads: int, seconds: float, out: multiprocessing.Queue) -> None:
+def client_process(
+    port: int, threads: int, seconds: float, out: multiprocessing.Queue[Any]
+) -> None:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -94,7 +97,7 @@ def run(backlog: int, clients: int, seconds: float) -> dict[str, float]:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         before = netstat()
-        out: multiprocessing.Queue = multiprocessing.Queue()
+        out: multiprocessing.Queue[Any] = multiprocessing.Queue()
         per = max(1, clients // PROCESSES)
         procs = [
             multiprocessing.Process(target=client_process, args=(port, per, seconds, out))

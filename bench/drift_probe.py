@@ -46,7 +46,7 @@ def mallinfo() -> dict[str, int]:
     fn = libc.mallinfo2
     fn.restype = MallInfo2
     info = fn()
-    return {name: int(getattr(info, name)) for name, _ in MallInfo2._fields_}
+    return {field[0]: int(getattr(info, field[0])) for field in MallInfo2._fields_}
 
 
 _STAT = re.compile(

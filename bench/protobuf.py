@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]  # noqa: E402
+from google.protobuf.internal.encoder import _VarintBytes  # noqa: E402
 from lib.results import RESULTS_PATH, replace_section, run_facts  # noqa: E402
 
 from exporter.cli import settings_from_args  # noqa: E402

@@ -1,6 +1,6 @@
 """Moved to bench/lib/results.py; kept for scripts that import ``results``."""
 
-from lib.results import (  # noqa: F401 - re-exported
+from lib.results import (
     RESULTS_PATH,
     Check,
     checks_line,
@@ -8,3 +8,5 @@ from lib.results import (  # noqa: F401 - re-exported
     replace_section,
     run_facts,
 )
+
+__all__ = ["RESULTS_PATH", "Check", "checks_line", "finish", "replace_section", "run_facts"]

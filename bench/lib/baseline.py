@@ -27,7 +27,7 @@ def baseline_main(port: int, pattern: str, expect: int, idle_seconds: float) -> 
     loads = json.loads
     b64decode = base64.b64decode
     client = redis.Redis(host="127.0.0.1", port=port)
-    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub()
     pubsub.psubscribe(pattern)
     while True:  # the psubscribe confirmation: from here on nothing published is missed
         msg = pubsub.get_message(timeout=5.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
+from google.protobuf.internal.decoder import _DecodeVarint
 
 F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED
