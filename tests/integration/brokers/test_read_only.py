@@ -393,3 +393,42 @@ def test_inspect_never_restores_unacked_messages(
         assert r.zscore("unacked_index", tag) == 1.0
     forbidden = [str(c) for c in commands if c.db == db and not allowed(c, db)]
     assert not forbidden, "\n".join(forbidden)
+
+
+def test_a_reply_that_comes_after_its_request_is_dropped_not_pushed_back(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A worker's reply that arrives after the inspect request ended (its consumer cancelled)
+    can still be taken by the channel's BRPOP; kombu hands such a message to
+    ``_reject_inbound_message``, which records it as unacked and pushes it back onto the reply
+    queue: five writes, seen once in a full run by the suite's read-only check. In the
+    exporter's process the message is dropped: nobody reads that queue again."""
+    from exporter.brokers.app import make_app
+    from exporter.settings import Settings
+
+    db = int(redis_url.rsplit("/", 1)[1])
+    reply_queue = f"0b7c3f8e-1d2a-4c5b-9e6f-7a8b9c0d1e2f{PIDBOX}"
+    tag = "late-reply-delivery-tag"
+    raw = {
+        "body": "e30=",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"ticket": "a-request-long-over", "clock": 7},
+        "properties": {
+            "delivery_tag": tag,
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "reply.celery.pidbox", "routing_key": reply_queue},
+        },
+    }
+    app = make_app(Settings(broker_url=redis_url))
+    with MonitorRecorder(redis_server) as monitor:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.client.ping()  # the connection's handshake names it the exporter's
+            conn.transport._deliver(raw, reply_queue)  # no consumer: kombu's reject path
+        commands = [c for c in exporter_commands(monitor.snapshot()) if c.db == db]
+    assert [c.name for c in commands if c.name == "PING"], "the connection was not seen"
+    assert [str(c) for c in commands if not allowed(c, db)] == []
+    with redis_server.client(db) as r:
+        assert (r.llen(reply_queue), r.hlen("unacked"), r.zcard("unacked_index")) == (0, 0, 0)
